@@ -1,0 +1,158 @@
+"""Settings from ``SSHGW_*`` environment variables and an optional TOML file.
+
+Precedence (highest first): command-line flags, environment, TOML file (``--config`` or
+``SSHGW_CONFIG``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import InvalidInput
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "sshgw"
+
+
+def split_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``:PORT`` or ``HOST`` into (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_s = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_s = text.partition(":")
+    else:
+        host, port_s = text, ""
+    try:
+        port = int(port_s) if port_s else default_port
+    except ValueError:
+        raise InvalidInput(f"bad port in listen address {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"port out of range in listen address {text!r}")
+    return host or "0.0.0.0", port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSHGW_", extra="ignore", toml_file=None)
+
+    # Where the gateway listens for SSH.
+    listen: str = "0.0.0.0:2222"
+    # Host keys, the default SQLite database and session recordings live here.
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # SQLAlchemy URL; default: sqlite+aiosqlite:///<data_dir>/sshgw.db
+    database_url: str | None = None
+    # Docker endpoint; default: DOCKER_HOST, else the local socket.
+    docker_host: str | None = None
+    docker_tls_verify: bool | None = None
+    docker_cert_path: Path | None = None
+    # Client environment variable names passed into sessions (shell globs allowed).
+    accept_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["TERM", "LANG", "LC_*"]
+    )
+    # Message of the day shown on interactive shells: text, or a file.
+    motd: str | None = None
+    motd_file: Path | None = None
+    # Password and keyboard-interactive authentication.
+    password_auth: bool = True
+    # Seconds allowed for authentication before the connection is dropped.
+    login_timeout: float = 60.0
+    # Seconds between keepalive probes (0 disables).
+    keepalive_interval: float = 30.0
+    # Grace period between TERM and KILL when a client goes away from a running command.
+    kill_grace: float = 2.0
+    # Metrics, health and admin HTTP listener.
+    metrics_listen: str = "127.0.0.1:9122"
+    # Add the container name as a metric label (for small installations only).
+    metrics_container_label: bool = False
+    # Structured logs: "plain" or "json"; level name.
+    log_format: str = "plain"
+    log_level: str = "INFO"
+    # Session recordings (asciicast v2) for PTY sessions.
+    recording: bool = True
+    record_input: bool = False
+    recordings_dir: Path | None = None
+
+    @field_validator("accept_env", mode="before")
+    @classmethod
+    def _split_env_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.replace(",", " ").split() if p.strip()]
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _CONFIG_FILE or os.environ.get("SSHGW_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    # Derived values ------------------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'sshgw.db'}"
+
+    @property
+    def effective_recordings_dir(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return split_hostport(self.listen, 2222)
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        return split_hostport(self.metrics_listen, 9122)
+
+    def motd_text(self) -> str | None:
+        if self.motd_file is not None:
+            try:
+                return self.motd_file.read_text(errors="replace")
+            except OSError:
+                return None
+        return self.motd
+
+
+_CONFIG_FILE: str | None = None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``overrides`` (from flags) win over everything else."""
+    global _CONFIG_FILE
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise InvalidInput(f"config file not found: {path}")
+        _CONFIG_FILE = str(path)
+    elif os.environ.get("SSHGW_CONFIG") and not Path(os.environ["SSHGW_CONFIG"]).is_file():
+        raise InvalidInput(f"config file not found: {os.environ['SSHGW_CONFIG']}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except Exception as exc:  # pydantic ValidationError: show it as one clear error
+        raise InvalidInput(f"invalid configuration: {exc}") from None

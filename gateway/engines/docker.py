@@ -1,0 +1,385 @@
+"""The Docker engine: client pool, container directory and exec streams.
+
+aiodocker/aiohttp exceptions never leave this module: they become
+:class:`~gateway.errors.EngineUnavailable`, :class:`~gateway.errors.NoSuchContainer` or
+:class:`~gateway.errors.ExecFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.stream import Stream
+
+from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
+
+log = logging.getLogger(__name__)
+
+STDOUT = 1
+STDERR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    name: str
+    image: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # The image's configured user ("" means root).
+    user: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def _container_from_inspect(data: Mapping[str, Any]) -> Container:
+    cfg = data.get("Config") or {}
+    state = data.get("State") or {}
+    status = str(state.get("Status") or ("running" if state.get("Running") else "exited"))
+    if status == "running" and state.get("Paused"):
+        status = "paused"
+    return Container(
+        id=str(data["Id"]),
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str(cfg.get("Image") or data.get("Image", "")),
+        state=status,
+        labels=dict(cfg.get("Labels") or {}),
+        user=str(cfg.get("User") or ""),
+    )
+
+
+def _container_from_list(data: Mapping[str, Any]) -> Container:
+    names = data.get("Names") or [""]
+    return Container(
+        id=str(data["Id"]),
+        name=str(names[0]).lstrip("/"),
+        image=str(data.get("Image", "")),
+        state=str(data.get("State", "")),
+        labels=dict(data.get("Labels") or {}),
+    )
+
+
+def _docker_message(exc: aiodocker.DockerError) -> str:
+    msg = exc.message if isinstance(exc.message, str) else str(exc.message)
+    return msg.strip() or f"HTTP {exc.status}"
+
+
+class ExecStream:
+    """One process running inside a container: bytes in, bytes out, an exit code.
+
+    Reads give ``(STDOUT|STDERR, data)`` tuples or ``None`` at the end of output. Backpressure:
+    aiodocker stops reading from the socket when 64 KiB are queued and we do not read.
+    """
+
+    def __init__(self, engine: DockerEngine, exec_id: str, stream: Stream, tty: bool) -> None:
+        self.engine = engine
+        self.exec_id = exec_id
+        self.tty = tty
+        self._stream = stream
+        self._eof_sent = False
+        self._closed = False
+        self.exit_code: int | None = None
+
+    async def read(self) -> tuple[int, bytes] | None:
+        try:
+            msg = await self._stream.read_out()
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+            log.debug("exec %s: stream ended with %r", self.exec_id[:12], exc)
+            return None
+        if msg is None:
+            return None
+        return msg.stream, msg.data
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self._eof_sent:
+            return
+        try:
+            await self._stream.write_in(data)
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            raise EngineUnavailable(f"container input closed: {exc}") from None
+
+    def write_eof(self) -> None:
+        """Half-close stdin: the process sees EOF and its output keeps flowing.
+
+        Never call this on a TTY exec (dockerd would cut the output).
+        """
+        if self._eof_sent or self._closed or self.tty:
+            return
+        self._eof_sent = True
+        resp = self._stream._resp
+        if resp is None or resp.connection is None:
+            return
+        transport = resp.connection.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
+    async def resize(self, rows: int, cols: int) -> bool:
+        """Set the TTY size; False when the exec is not ready yet or already gone."""
+        if not self.tty or rows <= 0 or cols <= 0:
+            return True
+        try:
+            await self.engine.resize_exec(self.exec_id, rows, cols)
+            return True
+        except EngineUnavailable:
+            return False
+
+    async def wait(self, timeout: float = 10.0) -> int:
+        """The exit code, once the process has ended (call after the output ended)."""
+        if self.exit_code is not None:
+            return self.exit_code
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            info = await self.engine.inspect_exec(self.exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                self.exit_code = int(info["ExitCode"])
+                return self.exit_code
+            if time.monotonic() > deadline:
+                raise EngineUnavailable("the container did not report an exit status")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.close()
+        except Exception as exc:  # closing a dead socket: nothing to do
+            log.debug("exec %s: close: %r", self.exec_id[:12], exc)
+
+
+class DockerEngine:
+    """A pool of connections to one Docker engine."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        tls_verify: bool | None = None,
+        cert_path: Path | None = None,
+    ) -> None:
+        self._host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._tls_verify = tls_verify
+        self._cert_path = cert_path
+        self._docker: aiodocker.Docker | None = None
+        self._connector: aiohttp.BaseConnector | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self._host
+
+    def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = self._make_client()
+        return self._docker
+
+    def _make_client(self) -> aiodocker.Docker:
+        host = self._host
+        # The default connectors cap the pool at 100; every attached exec holds a connection.
+        if host.startswith("unix://"):
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
+                path=host.removeprefix("unix://"), limit=0
+            )
+            self._connector = connector
+            return aiodocker.Docker(url="unix://localhost", connector=connector)
+        if host.startswith("tcp://"):
+            verify = self._tls_verify
+            if verify is None:
+                verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+            cert_dir = self._cert_path or (
+                Path(os.environ["DOCKER_CERT_PATH"]) if os.environ.get("DOCKER_CERT_PATH") else None
+            )
+            if verify or cert_dir is not None:
+                ctx = ssl.create_default_context(
+                    cafile=str(cert_dir / "ca.pem") if cert_dir else None
+                )
+                if cert_dir is not None:
+                    ctx.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
+                if not verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                url = "https://" + host.removeprefix("tcp://")
+                self._connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
+                return aiodocker.Docker(url=url, connector=self._connector)
+            url = "http://" + host.removeprefix("tcp://")
+            self._connector = aiohttp.TCPConnector(limit=0)
+            return aiodocker.Docker(url=url, connector=self._connector)
+        raise EngineUnavailable(f"unsupported Docker endpoint {host!r} (use unix:// or tcp://)")
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            docker, self._docker = self._docker, None
+            try:
+                await docker.close()
+            except Exception as exc:
+                log.debug("docker client close: %r", exc)
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            await connector.close()
+
+    # Low-level request helper ------------------------------------------------------------
+
+    async def _json(
+        self,
+        op: str,
+        path: str,
+        method: str = "GET",
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+    ) -> Any:
+        try:
+            return await self._client()._query_json(path, method=method, params=params, data=data)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise
+            raise EngineUnavailable(f"Docker engine error ({op}): {_docker_message(exc)}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineUnavailable(
+                f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
+            ) from None
+
+    # Engine -----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        try:
+            async with self._client()._query("_ping") as resp:
+                await resp.read()
+        except aiodocker.DockerError as exc:
+            raise EngineUnavailable(f"Docker engine error (ping): {_docker_message(exc)}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineUnavailable(
+                f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
+            ) from None
+
+    # Container directory ------------------------------------------------------------------
+
+    async def list_containers(self, all: bool = True) -> list[Container]:
+        data = await self._json("list", "containers/json", params={"all": "1" if all else "0"})
+        return sorted((_container_from_list(d) for d in data), key=lambda c: c.name)
+
+    async def resolve(self, ref: str) -> Container:
+        """A container by name or unique ID prefix, like the docker CLI."""
+        if not ref or "/" in ref or ref.startswith("."):
+            raise NoSuchContainer(ref)
+        try:
+            data = await self._json("inspect", f"containers/{ref}/json")
+        except aiodocker.DockerError:
+            raise NoSuchContainer(ref) from None
+        c = _container_from_inspect(data)
+        # Docker also matches ID prefixes; require at least the 12 characters the CLI shows
+        # unless the name matched exactly, so a one-letter login cannot sweep IDs.
+        if ref != c.name and not (c.id.startswith(ref) and len(ref) >= 4):
+            raise NoSuchContainer(ref)
+        return c
+
+    # Exec ---------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        workdir: str | None = None,
+        stdin: bool = True,
+    ) -> ExecStream:
+        """Start ``argv`` in the container and attach to it."""
+        body: dict[str, Any] = {
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "Cmd": list(argv),
+            "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+            "User": user,
+            "WorkingDir": workdir or "",
+        }
+        try:
+            created = await self._json(
+                "exec_create",
+                f"containers/{container_id}/exec",
+                method="POST",
+                data=body,
+            )
+        except aiodocker.DockerError as exc:
+            raise NoSuchContainer(container_id[:12]) from exc
+        except EngineUnavailable as exc:
+            if "is not running" in exc.user_message or "is paused" in exc.user_message:
+                raise ExecFailed("container is not running") from None
+            raise
+        exec_id = str(created["Id"])
+        ex = aiodocker.execs.Exec(self._client(), exec_id, tty)
+        stream = ex.start(detach=False)
+        try:
+            await stream._init()
+        except aiodocker.DockerError as exc:
+            raise ExecFailed(f"cannot start process: {_docker_message(exc)}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineUnavailable(
+                f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
+            ) from None
+        return ExecStream(self, exec_id, stream, tty)
+
+    async def inspect_exec(self, exec_id: str) -> dict[str, Any]:
+        try:
+            data = await self._json("exec_inspect", f"exec/{exec_id}/json")
+        except aiodocker.DockerError:
+            raise EngineUnavailable("the process vanished from the engine") from None
+        return dict(data)
+
+    async def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
+        try:
+            async with self._client()._query(
+                f"exec/{exec_id}/resize", method="POST", params={"h": rows, "w": cols}
+            ) as resp:
+                await resp.read()
+        except aiodocker.DockerError as exc:
+            raise EngineUnavailable(f"resize: {_docker_message(exc)}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineUnavailable(f"resize: {exc.__class__.__name__}") from None
+
+    async def run(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        input: bytes | None = None,
+        limit: int = 1 << 20,
+    ) -> tuple[int, bytes, bytes]:
+        """Run a short command to completion: (exit code, stdout, stderr), output capped."""
+        st = await self.exec(container_id, argv, user=user, stdin=input is not None)
+        try:
+            if input is not None:
+                if input:
+                    await st.write(input)
+                st.write_eof()
+            out = bytearray()
+            err = bytearray()
+            while (msg := await st.read()) is not None:
+                kind, data = msg
+                buf = out if kind == STDOUT else err
+                if len(buf) < limit:
+                    buf += data[: limit - len(buf)]
+            code = await st.wait()
+        finally:
+            await st.close()
+        return code, bytes(out), bytes(err)

@@ -1,0 +1,284 @@
+"""Grants to decisions. Deny by default. Pure: data in, data out.
+
+A grant gives a subject (a user or a group) some rights on the containers its target selects
+(a name glob and, optionally, labels that must all match), as some logins inside the container.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+ANY_LOGIN = "*"
+
+
+class Right(StrEnum):
+    SHELL = "shell"
+    EXEC = "exec"
+    SFTP_READ = "sftp-read"
+    SFTP_WRITE = "sftp-write"
+    FORWARD = "forward"
+
+
+KNOWN_RIGHTS: frozenset[str] = frozenset(r.value for r in Right)
+
+
+class DenyReason(StrEnum):
+    NO_GRANT = "no_grant"
+    RIGHT_MISSING = "right_missing"
+    LOGIN_NOT_ALLOWED = "login_not_allowed"
+    PATH_RULE = "path_rule"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: int
+    target: str
+    rights: frozenset[str]
+    user: str | None = None
+    group: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    logins: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    record: bool = True
+
+    @property
+    def subject(self) -> str:
+        return f"user {self.user}" if self.user is not None else f"group {self.group}"
+
+    def describe(self) -> str:
+        parts = [f"grant #{self.id} ({self.subject} -> {self.target}"]
+        if self.labels:
+            parts.append(" " + ",".join(f"{k}={v}" for k, v in self.labels))
+        parts.append(f"; rights {','.join(sorted(self.rights)) or '-'}")
+        parts.append(f"; logins {','.join(self.logins) or ANY_LOGIN + ' (image user)'}")
+        if self.paths:
+            parts.append(f"; paths {','.join(self.paths)}")
+        if self.expires_at is not None:
+            parts.append(f"; expires {self.expires_at.isoformat(timespec='minutes')}")
+        parts.append(")")
+        return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    user: str
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The policy's view of a container."""
+
+    name: str
+    id: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    right: str
+    message: str
+    grant: Grant | None = None
+    # The login to run as; None means the image's own user.
+    login: str | None = None
+    reason: DenyReason | None = None
+    # Path prefixes the session is confined to; empty means unrestricted.
+    paths: tuple[str, ...] = ()
+    record: bool = True
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def is_expired(grant: Grant, now: datetime) -> bool:
+    return grant.expires_at is not None and _aware(grant.expires_at) <= _aware(now)
+
+
+def subject_matches(grant: Grant, subject: Subject) -> bool:
+    if grant.user is not None:
+        return grant.user == subject.user
+    return grant.group is not None and grant.group in subject.groups
+
+
+def target_matches(grant: Grant, target: Target) -> bool:
+    name = target.name.lstrip("/")
+    if not fnmatch.fnmatchcase(name, grant.target):
+        return False
+    for key, want in grant.labels:
+        have = target.labels.get(key)
+        if have is None or not fnmatch.fnmatchcase(have, want):
+            return False
+    return True
+
+
+def login_allowed(grant: Grant, login: str) -> bool:
+    return not grant.logins or ANY_LOGIN in grant.logins or login in grant.logins
+
+
+def default_login(grant: Grant) -> str | None:
+    """The first login of the grant; None (the image's user) when the grant allows any."""
+    if not grant.logins or grant.logins[0] == ANY_LOGIN:
+        return None
+    return grant.logins[0]
+
+
+def decide(
+    subject: Subject,
+    grants: Iterable[Grant],
+    target: Target,
+    right: str,
+    login: str | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """Decide whether ``subject`` may use ``right`` on ``target`` as ``login``.
+
+    Deny by default. Grants are considered in id order; the first one that allows decides the
+    login when none was asked for.
+    """
+    now = now or datetime.now(UTC)
+    ordered = sorted(grants, key=lambda g: g.id)
+    matching = [g for g in ordered if subject_matches(g, subject) and target_matches(g, target)]
+    who = f"{subject.user}"
+    if subject.groups:
+        who += f" (groups: {','.join(sorted(subject.groups))})"
+    if not matching:
+        return Decision(
+            False,
+            right,
+            f"deny: no grant for {who} matches container {target.name}",
+            reason=DenyReason.NO_GRANT,
+        )
+    live = [g for g in matching if not is_expired(g, now)]
+    if not live:
+        return Decision(
+            False,
+            right,
+            f"deny: every grant for {who} on {target.name} has expired: "
+            + "; ".join(g.describe() for g in matching),
+            grant=matching[0],
+            reason=DenyReason.EXPIRED,
+        )
+    with_right = [g for g in live if right in g.rights]
+    if not with_right:
+        return Decision(
+            False,
+            right,
+            f"deny: no grant gives right {right!r} to {who} on {target.name}; matching: "
+            + "; ".join(g.describe() for g in live),
+            grant=live[0],
+            reason=DenyReason.RIGHT_MISSING,
+        )
+    if login is None:
+        chosen = with_right[0]
+        run_as = default_login(chosen)
+        allowing = [
+            g for g in with_right if default_login(g) == run_as or login_allowed(g, run_as or "")
+        ]
+    else:
+        allowing = [g for g in with_right if login_allowed(g, login)]
+        if not allowing:
+            return Decision(
+                False,
+                right,
+                f"deny: login {login!r} is not allowed for {who} on {target.name}; matching: "
+                + "; ".join(g.describe() for g in with_right),
+                grant=with_right[0],
+                reason=DenyReason.LOGIN_NOT_ALLOWED,
+            )
+        chosen = allowing[0]
+        run_as = login
+    paths = _merge_paths(allowing)
+    shown_login = run_as if run_as is not None else "the image's user"
+    return Decision(
+        True,
+        right,
+        f"allow: {chosen.describe()} gives {right} as {shown_login}",
+        grant=chosen,
+        login=run_as,
+        paths=paths,
+        record=chosen.record,
+    )
+
+
+def _merge_paths(grants: Sequence[Grant]) -> tuple[str, ...]:
+    """Union of path prefixes; unrestricted as soon as one allowing grant has none."""
+    merged: list[str] = []
+    for g in grants:
+        if not g.paths:
+            return ()
+        for p in g.paths:
+            norm = normalize_prefix(p)
+            if norm not in merged:
+                merged.append(norm)
+    return tuple(merged)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a subject may do on one container (for listings)."""
+
+    rights: frozenset[str]
+    logins: tuple[str, ...]
+
+
+def access(
+    subject: Subject, grants: Iterable[Grant], target: Target, now: datetime | None = None
+) -> Access | None:
+    """Union of live grants' rights and logins on ``target``; None when nothing applies."""
+    now = now or datetime.now(UTC)
+    rights: set[str] = set()
+    logins: list[str] = []
+    found = False
+    for g in sorted(grants, key=lambda g: g.id):
+        if subject_matches(g, subject) and target_matches(g, target) and not is_expired(g, now):
+            found = True
+            rights |= g.rights
+            for login in g.logins or (ANY_LOGIN,):
+                if login not in logins:
+                    logins.append(login)
+    if not found or not rights:
+        return None
+    return Access(frozenset(rights), tuple(logins))
+
+
+def normalize_prefix(path: str) -> str:
+    norm = posixpath.normpath("/" + path.lstrip("/"))
+    return "/" if norm in ("/", "//") else norm.rstrip("/")
+
+
+def path_allowed(paths: Sequence[str], resolved: str) -> bool:
+    """True when the absolute, already resolved ``resolved`` lies under one of ``paths``.
+
+    An empty ``paths`` means unrestricted. Matching is by whole path components, so
+    ``/srv/app`` allows ``/srv/app`` and ``/srv/app/x`` but not ``/srv/application``.
+    """
+    if not paths:
+        return True
+    norm = posixpath.normpath("/" + resolved.lstrip("/"))
+    for prefix in paths:
+        p = normalize_prefix(prefix)
+        if p == "/" or norm == p or norm.startswith(p + "/"):
+            return True
+    return False
+
+
+def parse_rights(text: str) -> frozenset[str]:
+    """Parse ``shell,exec`` into a set of known rights; raise ValueError on unknown ones."""
+    rights = {r.strip() for r in text.split(",") if r.strip()}
+    unknown = rights - KNOWN_RIGHTS
+    if unknown:
+        raise ValueError(
+            f"unknown right(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_RIGHTS))}"
+        )
+    if not rights:
+        raise ValueError("no rights given")
+    return frozenset(rights)

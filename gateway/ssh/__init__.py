@@ -1,0 +1,1 @@
+"""The SSH server: the only place that speaks asyncssh's server API."""
