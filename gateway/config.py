@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     recording: bool = True
     record_input: bool = False
     recordings_dir: Path | None = None
+    # Audit trail and session rows in the database (off: no audit events, no `sshgw sessions`,
+    # no `sessions kill`; metrics stay on).
+    audit: bool = True
 
     @field_validator("accept_env", mode="before")
     @classmethod
