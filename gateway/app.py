@@ -1,0 +1,142 @@
+"""Wiring and lifecycle: start, serve, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import asyncssh
+
+from gateway import __version__
+from gateway.config import Settings
+from gateway.engines import DockerEngine
+from gateway.errors import EngineUnavailable, GatewayError, StoreUnavailable
+from gateway.observe import Observer
+from gateway.observe.logs import setup_logging
+from gateway.ssh.hostkeys import ensure_host_keys
+from gateway.ssh.server import Gateway, GatewayConnection
+from gateway.store import Store
+
+log = logging.getLogger("gateway")
+
+# AES-GCM first: measurably faster than chacha20 through a Python gateway.
+ENCRYPTION_ALGS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+]
+
+
+def run(settings: Settings) -> int:
+    """Run the gateway until SIGINT/SIGTERM. Returns the process exit status."""
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _prepare_store(settings: Settings) -> Store:
+    store = Store.from_url(settings.effective_database_url)
+    try:
+        if settings.effective_database_url.startswith("sqlite"):
+            await store.upgrade()
+        elif not await store.is_current():
+            raise StoreUnavailable(
+                "the database schema is missing or old; run `sshgw db upgrade` first"
+            )
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+    setup_logging(settings)
+    host, port = settings.listen_address
+    try:
+        store = await _prepare_store(settings)
+    except GatewayError as exc:
+        print(f"error: {exc.user_message}", file=sys.stderr)
+        return 1
+    engine = DockerEngine(
+        settings.docker_host, settings.docker_tls_verify, settings.docker_cert_path
+    )
+    try:
+        await engine.ping()
+    except EngineUnavailable as exc:
+        # Not fatal: the engine may come up later; sessions say so clearly meanwhile.
+        log.warning("%s", exc.user_message)
+    host_keys = ensure_host_keys(settings.data_dir)
+    observer = Observer(settings, store, engine)
+    gw = Gateway(
+        settings=settings, store=store, engine=engine, observer=observer, motd=settings.motd_text()
+    )
+    server: asyncssh.SSHAcceptor | None = None
+    try:
+        await observer.start()
+        server = await asyncssh.create_server(
+            lambda: GatewayConnection(gw),
+            host,
+            port,
+            server_host_keys=host_keys,
+            server_version=f"sshgw_{__version__}",
+            encoding=None,
+            line_editor=False,
+            login_timeout=settings.login_timeout,
+            keepalive_interval=settings.keepalive_interval or None,
+            keepalive_count_max=3,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            encryption_algs=ENCRYPTION_ALGS,
+            reuse_address=True,
+        )
+        bound = server.sockets[0].getsockname() if server.sockets else (host, port)
+        log.info(
+            "sshgw %s listening on %s:%s (database %s, Docker %s)",
+            __version__,
+            bound[0],
+            bound[1],
+            _safe_db(settings.effective_database_url),
+            engine.endpoint,
+        )
+        for k in host_keys:
+            log.info("host key %s %s", k.get_algorithm(), k.get_fingerprint("sha256"))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+        return 0
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(f"error: {exc.user_message}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        await gw.tasks.close(timeout=max(settings.kill_grace + 3.0, 5.0))
+        await observer.stop()
+        await engine.close()
+        await store.close()
+
+
+def _safe_db(url: str) -> str:
+    """A database URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

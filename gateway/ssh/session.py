@@ -1,0 +1,675 @@
+"""One SSH session channel: authorize it, then bridge it to docker exec or to the SFTP server.
+
+The session object is handed to asyncssh synchronously from ``session_requested`` (so no request
+can race its set-up); all awaited work (container lookup, grants, exec) happens in ``_run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from asyncssh.stream import SSHServerStreamSession
+
+from gateway.engines.docker import STDERR, STDOUT, Container, ExecStream
+from gateway.errors import (
+    AccessDenied,
+    ContainerNotRunning,
+    EngineUnavailable,
+    ExecFailed,
+    GatewayError,
+    NoSuchContainer,
+)
+from gateway.observe import SessionInfo, SessionTrack
+from gateway.policy import Decision, DenyReason, Right, Subject, access, decide
+from gateway.policy import Target as PolicyTarget
+from gateway.ssh.wrapper import (
+    PID_MARK_MAX,
+    PID_MARK_RE,
+    PID_MARK_START,
+    alive_argv,
+    explain_start_failure,
+    kill_argv,
+    wrapper_argv,
+)
+
+if TYPE_CHECKING:
+    from gateway.ssh.server import Gateway, GatewayConnection, Identity
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 32 * 1024
+HOLD_LIMIT = 64 * 1024
+EXTENDED_DATA_STDERR = 1
+
+
+class GatewaySession(SSHServerStreamSession[bytes]):
+    def __init__(self, conn: GatewayConnection) -> None:
+        super().__init__(None)
+        self.gwconn = conn
+        self.gw: Gateway = conn.gw
+        self.session_id = uuid.uuid4().hex
+        self._gone = asyncio.Event()
+
+    @property
+    def chan(self) -> asyncssh.SSHServerChannel[bytes]:
+        chan = self._chan
+        assert isinstance(chan, asyncssh.SSHServerChannel)
+        return chan
+
+    # Requests: accept the forms we know; authorization happens in _run with a clear message.
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        chan = self.chan
+        stdin = asyncssh.SSHReader(self, chan)
+        stdout = asyncssh.SSHWriter(self, chan)
+        stderr = asyncssh.SSHWriter(self, chan, EXTENDED_DATA_STDERR)
+        self.gw.tasks.spawn(self._run(stdin, stdout, stderr), name=f"session-{self.session_id[:8]}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._gone.set()
+
+    # The session ---------------------------------------------------------------------------
+
+    def _kind(self) -> tuple[str, str | None]:
+        chan = self.chan
+        if chan.get_subsystem() == "sftp":
+            return "sftp", None
+        command = chan.get_command()
+        if command is not None and command.startswith("scp ") and _is_scp_server(command):
+            return "scp", command
+        if command is not None:
+            return "exec", command
+        return "shell", None
+
+    async def _run(
+        self,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+    ) -> None:
+        chan = self.chan
+        ident = self.gwconn.identity
+        assert ident is not None
+        pty = chan.get_terminal_type() is not None
+        kind, command = self._kind()
+        status = 1
+        try:
+            if ident.target.container is None:
+                status = await self._list(ident, stdout, pty)
+            else:
+                status = await self._session(ident, kind, command, pty, stdin, stdout, stderr)
+        except GatewayError as exc:
+            self._say(stderr, exc.user_message, pty)
+            status = exc.exit_status
+        except asyncio.CancelledError:
+            status = 255
+            raise
+        except Exception:
+            log.exception("conn %s: session %s failed", self.gwconn.conn_id, self.session_id[:8])
+            self._say(stderr, "internal error (logged on the gateway)", pty)
+            status = 1
+        finally:
+            if not self._gone.is_set():
+                try:
+                    chan.exit(status)
+                except Exception as exc:
+                    log.debug("exit: %r", exc)
+
+    def _say(self, writer: asyncssh.SSHWriter[bytes], message: str, pty: bool) -> None:
+        if self._gone.is_set():
+            return
+        line = f"sshgw: {message}" + ("\r\n" if pty else "\n")
+        try:
+            writer.write(line.encode("utf-8", "replace"))
+        except Exception as exc:
+            log.debug("write error line: %r", exc)
+
+    def _info(
+        self,
+        ident: Identity,
+        kind: str,
+        container: Container | None,
+        login: str | None,
+        command: str | None,
+        pty: bool,
+        record: bool,
+    ) -> SessionInfo:
+        chan = self.chan
+        cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
+        return SessionInfo(
+            id=self.session_id,
+            conn_id=self.gwconn.conn_id,
+            user=ident.user,
+            container=container.name if container else None,
+            container_id=container.id if container else None,
+            login=login,
+            kind=kind,
+            command=command,
+            remote=self.gwconn.remote,
+            pty=pty,
+            term=chan.get_terminal_type(),
+            cols=cols,
+            rows=rows,
+            record=record,
+            connected_at=self.gwconn.accepted_at,
+        )
+
+    async def _list(self, ident: Identity, stdout: asyncssh.SSHWriter[bytes], pty: bool) -> int:
+        """``ssh alice@gw``: the containers alice may reach."""
+        track = self.gw.observer.session_started(
+            self._info(ident, "list", None, None, None, pty, False)
+        )
+        try:
+            containers = await self.gw.engine.list_containers()
+            grants = await self.gw.store.grants_for(ident.user)
+            subject = Subject(ident.user, ident.groups)
+            rows: list[tuple[str, str, str, str, str]] = []
+            for c in containers:
+                acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels))
+                if acc is None:
+                    continue
+                rows.append(
+                    (c.name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins))
+                )
+            out = _table(("CONTAINER", "IMAGE", "STATE", "RIGHTS", "LOGINS"), rows)
+            if not rows:
+                out = "No containers are available to you.\n"
+            else:
+                out = (
+                    f"Containers available to {ident.user} "
+                    f"(connect with ssh {ident.user}+CONTAINER@host):\n" + out
+                )
+            data = out.replace("\n", "\r\n") if pty else out
+            stdout.write(data.encode("utf-8", "replace"))
+            track.end(0, "exit")
+            return 0
+        except GatewayError:
+            track.end(1, "error")
+            raise
+
+    async def _authorize(
+        self, ident: Identity, container: Container, right: str, remote: str
+    ) -> Decision:
+        grants = await self.gw.store.grants_for(ident.user)
+        decision = decide(
+            Subject(ident.user, ident.groups),
+            grants,
+            PolicyTarget(container.name, container.id, container.labels),
+            right,
+            ident.target.login,
+        )
+        if decision.allowed:
+            return decision
+        reason = decision.reason or DenyReason.NO_GRANT
+        self.gw.observer.access_denied(reason.value, ident.user, container.name, right, remote)
+        log.info(
+            "conn %s: deny %s %s on %s: %s",
+            self.gwconn.conn_id,
+            ident.user,
+            right,
+            container.name,
+            decision.message,
+        )
+        if reason in (DenyReason.NO_GRANT, DenyReason.EXPIRED):
+            raise NoSuchContainer(ident.target.container or container.name)
+        if reason is DenyReason.LOGIN_NOT_ALLOWED:
+            raise AccessDenied(
+                f"access denied: login {ident.target.login!r} is not allowed on {container.name}"
+            )
+        raise AccessDenied(f"access denied: you have no {right} right on {container.name}")
+
+    async def _session(
+        self,
+        ident: Identity,
+        kind: str,
+        command: str | None,
+        pty: bool,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+    ) -> int:
+        name = ident.target.container
+        assert name is not None
+        try:
+            container = await self.gw.engine.resolve(name)
+        except EngineUnavailable:
+            self.gw.observer.docker_error("inspect")
+            raise
+        right = {
+            "shell": Right.SHELL,
+            "exec": Right.EXEC,
+            "sftp": Right.SFTP_READ,
+            "scp": Right.SFTP_READ,
+        }[kind]
+        decision = await self._authorize(ident, container, right, self.gwconn.remote)
+        if not container.running:
+            raise ContainerNotRunning(container.name, container.state)
+        login = decision.login or container.user or "root"
+        info = self._info(ident, kind, container, login, command, pty, decision.record)
+        track = self.gw.observer.session_started(info)
+        try:
+            if kind in ("sftp", "scp"):
+                status = await self._files(
+                    ident, kind, command, container, login, decision, track, stdin, stdout, stderr
+                )
+            else:
+                status = await self._exec(
+                    kind, command, pty, container, decision, track, stdin, stdout, stderr
+                )
+        except GatewayError as exc:
+            track.end(exc.exit_status, "error")
+            raise
+        except BaseException:
+            track.end(None, "error")
+            raise
+        return status
+
+    # SFTP and SCP ----------------------------------------------------------------------------
+
+    async def _files(
+        self,
+        ident: Identity,
+        kind: str,
+        command: str | None,
+        container: Container,
+        login: str,
+        decision: Decision,
+        track: SessionTrack,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+    ) -> int:
+        from asyncssh.scp import run_scp_server
+        from asyncssh.sftp import run_sftp_server
+
+        from gateway.sftp import FileAccess, FileOp, make_sftp_server
+
+        write = decide(
+            Subject(ident.user, ident.groups),
+            await self.gw.store.grants_for(ident.user),
+            PolicyTarget(container.name, container.id, container.labels),
+            Right.SFTP_WRITE,
+            decision.login,
+        )
+
+        def on_op(op: FileOp) -> None:
+            track.file_op(op.op, op.path, op.nbytes, op.result, op.seconds)
+
+        fa = FileAccess(
+            engine=self.gw.engine,
+            container=container,
+            login=login,
+            writable=write.allowed,
+            paths=decision.paths,
+            on_op=on_op,
+        )
+        server = make_sftp_server(fa, self.chan)
+        if kind == "sftp":
+            await run_sftp_server(server, stdin, stdout, 3)
+        else:
+            assert command is not None
+            handler = run_scp_server(server, command, stdin, stdout, stderr)
+            if handler is None:  # bad scp arguments: asyncssh already answered and exited
+                track.end(1, "error")
+                return 1
+            await handler
+        track.end(0, "exit")
+        return 0
+
+    # Shell and exec ----------------------------------------------------------------------
+
+    async def _exec(
+        self,
+        kind: str,
+        command: str | None,
+        pty: bool,
+        container: Container,
+        decision: Decision,
+        track: SessionTrack,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+    ) -> int:
+        chan = self.chan
+        env = self._env(pty)
+        cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
+        login_ref = decision.login or container.user or "0"
+        argv = wrapper_argv(
+            "shell" if kind == "shell" else "exec", login_ref, rows, cols, command or ""
+        )
+        if kind == "shell" and pty and self.gw.motd:
+            stdout.write(self.gw.motd.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+        t0 = time.monotonic()
+        try:
+            stream = await self.gw.engine.exec(
+                container.id,
+                argv,
+                user=decision.login or container.user,
+                env=env,
+                tty=pty,
+            )
+        except ExecFailed as exc:
+            self.gw.observer.docker_error("exec_start")
+            if "not running" in exc.user_message:
+                raise ContainerNotRunning(container.name) from None
+            raise
+        except (EngineUnavailable, NoSuchContainer):
+            self.gw.observer.docker_error("exec_start")
+            raise
+        self.gw.observer.exec_started(time.monotonic() - t0)
+        bridge = _Bridge(self, container, stream, track, pty, (rows, cols))
+        try:
+            return await bridge.run(stdin, stdout, stderr, login_ref)
+        finally:
+            await stream.close()
+
+    def _env(self, pty: bool) -> dict[str, str]:
+        allowed = self.gw.settings.accept_env
+        env: dict[str, str] = {}
+        for key, value in self.chan.get_environment().items():
+            if any(fnmatch.fnmatchcase(key, pat) for pat in allowed) and "\0" not in value:
+                env[key] = value
+        term = self.chan.get_terminal_type()
+        if pty and term:
+            env["TERM"] = term
+        return env
+
+
+class _Bridge:
+    """Moves bytes between one SSH channel and one exec, and ends the process when needed."""
+
+    def __init__(
+        self,
+        session: GatewaySession,
+        container: Container,
+        stream: ExecStream,
+        track: SessionTrack,
+        pty: bool,
+        size: tuple[int, int],
+    ) -> None:
+        self.s = session
+        self.gw = session.gw
+        self.container = container
+        self.stream = stream
+        self.track = track
+        self.pty = pty
+        self.size = size
+        self.pid: int | None = None
+        self.ready = asyncio.Event()
+        self.start_output = bytearray()
+        self._unsent: list[tuple[int, bytes]] = []
+        self.stdout: asyncssh.SSHWriter[bytes] | None = None
+        self.stderr: asyncssh.SSHWriter[bytes] | None = None
+
+    async def run(
+        self,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+        login: str,
+    ) -> int:
+        self.stdout, self.stderr = stdout, stderr
+        loop = asyncio.get_running_loop()
+        out_task = loop.create_task(self._pump_out(stdout, stderr))
+        in_task = loop.create_task(self._pump_in(stdin))
+        gone_task = loop.create_task(self.s._gone.wait())
+        kill_task = loop.create_task(self.track.killed.wait())
+        tasks = {out_task, in_task, gone_task, kill_task}
+        try:
+            pending: set[asyncio.Task[Any]] = {out_task, gone_task, kill_task}
+            while True:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if out_task in done or gone_task in done or kill_task in done:
+                    break
+            if out_task in done:
+                out_task.result()
+                return await self._finished(login, stderr)
+            if kill_task in done:
+                self.s._say(stderr, "session terminated by an administrator", self.pty)
+                await self._terminate()
+                self.track.end(255, "killed")
+                return 255
+            # The client went away: the process must not live on.
+            await self._terminate()
+            self.track.end(None, "client_gone")
+            return 255
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _pump_in(self, stdin: asyncssh.SSHReader[bytes]) -> None:
+        while True:
+            try:
+                data = await stdin.read(READ_SIZE)
+            except asyncssh.TerminalSizeChanged as exc:
+                self.size = (exc.height, exc.width)
+                self.track.resize(exc.width, exc.height)
+                if self.ready.is_set():
+                    await self._resize()
+                continue
+            except asyncssh.SignalReceived as exc:
+                await self._signal(str(exc.signal))
+                continue
+            except asyncssh.BreakReceived:
+                continue
+            except (asyncssh.Error, ConnectionError):
+                return
+            if not data:
+                if not self.pty:
+                    self.stream.write_eof()
+                return
+            self.track.to_container(len(data))
+            if self.pty:
+                self.track.input(data)
+            await self.stream.write(data)
+
+    async def _pump_out(
+        self, stdout: asyncssh.SSHWriter[bytes], stderr: asyncssh.SSHWriter[bytes]
+    ) -> None:
+        mark_stream = STDOUT if self.pty else STDERR
+        held: list[tuple[int, bytes]] = []
+        held_size = 0
+        mark = bytearray()
+        waiting = True
+        while (msg := await self.stream.read()) is not None:
+            kind, data = msg
+            if self.pty:
+                kind = STDOUT
+            if waiting:
+                if kind == mark_stream:
+                    mark += data
+                    m = PID_MARK_RE.match(mark)
+                    if m is not None:
+                        self.pid = int(m.group(1))
+                        waiting = False
+                        self.ready.set()
+                        if self.pty:
+                            self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
+                        rest = bytes(mark[m.end() :])
+                        for k, d in held:
+                            await self._emit(k, d, stdout, stderr)
+                        held.clear()
+                        if rest:
+                            await self._emit(kind, rest, stdout, stderr)
+                        continue
+                    if len(mark) >= PID_MARK_MAX or not (
+                        PID_MARK_START.startswith(bytes(mark[: len(PID_MARK_START)]))
+                    ):
+                        waiting = False
+                        self.start_output += mark[:4096]
+                        held.append((kind, bytes(mark)))
+                        for k, d in held:
+                            await self._emit(k, d, stdout, stderr, hold_start=True)
+                        held.clear()
+                    continue
+                held.append((kind, data))
+                held_size += len(data)
+                if held_size > HOLD_LIMIT:
+                    waiting = False
+                    for k, d in held:
+                        await self._emit(k, d, stdout, stderr)
+                    held.clear()
+                continue
+            await self._emit(kind, data, stdout, stderr)
+        if waiting:
+            # The output ended before the wrapper spoke: keep it for the failure explanation.
+            for _k, d in held:
+                if len(self.start_output) < 4096:
+                    self.start_output += d[:4096]
+            self.start_output += mark[:4096]
+            self._unsent = held + ([(mark_stream, bytes(mark))] if mark else [])
+        else:
+            self._unsent = []
+
+    async def _emit(
+        self,
+        kind: int,
+        data: bytes,
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+        hold_start: bool = False,
+    ) -> None:
+        if hold_start and data.startswith(b"OCI runtime"):
+            return  # explained in one line by _finished
+        writer = stdout if kind == STDOUT else stderr
+        self.track.from_container(data)
+        writer.write(data)
+        await writer.drain()
+
+    async def _finished(self, login: str, stderr: asyncssh.SSHWriter[bytes]) -> int:
+        try:
+            code: int | None = await self.stream.wait(timeout=2.0)
+        except EngineUnavailable:
+            code = None
+        if self.pid is None and (code is None or code in (126, 127)):
+            why = explain_start_failure(bytes(self.start_output), self.container.name, login)
+            if why is not None:
+                self.track.end(code, "error")
+                raise ExecFailed(why)
+        if self.pid is None and self._unsent and not self.s._gone.is_set():
+            for k, d in self._unsent:
+                writer = self.stdout if k == STDOUT else self.stderr
+                if writer is not None:
+                    writer.write(d)
+        if code is None or code >= 128:
+            try:
+                c = await self.gw.engine.resolve(self.container.id)
+                running = c.running
+                state = c.state
+            except NoSuchContainer:
+                running, state = False, "removed"
+            except EngineUnavailable:
+                running, state = True, ""
+            if not running:
+                self.track.end(code, "container_gone")
+                raise _ContainerGone(self.container.name, state, code)
+        if code is None:
+            self.track.end(None, "error")
+            raise EngineUnavailable("the container did not report an exit status")
+        self.track.end(code, "exit")
+        return code
+
+    async def _resize(self) -> None:
+        rows, cols = self.size
+        for delay in (0.0, 0.05, 0.2):
+            if delay:
+                await asyncio.sleep(delay)
+            if await self.stream.resize(rows, cols):
+                return
+
+    async def _signal(self, name: str) -> None:
+        name = name.upper().removeprefix("SIG")
+        if self.pid is None or name not in _SIGNALS:
+            return
+        await self._kill(name)
+
+    async def _kill(self, signal: str) -> None:
+        assert self.pid is not None
+        try:
+            await self.gw.engine.run(self.container.id, kill_argv(self.pid, signal, True), user="0")
+        except GatewayError as exc:
+            log.info(
+                "could not signal pid %s in %s: %s", self.pid, self.container.name, exc.user_message
+            )
+
+    async def _alive(self) -> bool:
+        assert self.pid is not None
+        try:
+            info = await self.gw.engine.inspect_exec(self.stream.exec_id)
+            if not info.get("Running"):
+                return False
+            code, _, _ = await self.gw.engine.run(self.container.id, alive_argv(self.pid), user="0")
+            return code == 0
+        except GatewayError:
+            return False
+
+    async def _terminate(self) -> None:
+        """Hang up a PTY session's process, or TERM a command; KILL after the grace period."""
+        if self.pid is None:
+            # Give the wrapper a moment to announce itself.
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=2.0)
+            except TimeoutError:
+                log.warning("session %s: process id unknown; cannot end it", self.s.session_id[:8])
+                return
+        await self._kill("HUP" if self.pty else "TERM")
+        deadline = time.monotonic() + self.gw.settings.kill_grace
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if not await self._alive():
+                return
+        await self._kill("KILL")
+
+
+class _ContainerGone(GatewayError):
+    def __init__(self, name: str, state: str, code: int | None) -> None:
+        super().__init__(f"container {name} stopped during the session ({state or 'gone'})")
+        self.exit_status = code if code is not None and code > 0 else 255
+
+
+_SIGNALS = {
+    "ABRT",
+    "ALRM",
+    "FPE",
+    "HUP",
+    "ILL",
+    "INT",
+    "KILL",
+    "PIPE",
+    "QUIT",
+    "SEGV",
+    "TERM",
+    "USR1",
+    "USR2",
+}
+
+
+def _is_scp_server(command: str) -> bool:
+    args = command.split()
+    return any(a.startswith("-") and ("t" in a or "f" in a) for a in args[1:] if a != "--")
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
