@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The test command: sets up what a fresh Debian bookworm machine lacks, then runs
+# ruff, mypy and pytest.
+#
+#   ./scripts/test.sh                  # everything
+#   ./scripts/test.sh tests/unit -x    # extra arguments go to pytest
+#
+# Steps (each fails fast with a clear message):
+#   1. Debian packages (only when something is missing; needs root)
+#   2. pip install -e '.[test]' (into .venv when the system Python is externally managed)
+#   3. Docker engine (starts dockerd when it does not answer)   scripts/start-docker.sh
+#   4. PostgreSQL (starts/creates the cluster, role sshgw)       scripts/start-postgres.sh
+#   5. test images (docker import, cached)                       tests/images/build.sh
+#   6. ruff check + ruff format --check, mypy (strict), pytest
+#
+# Environment: SSHGW_SKIP_SETUP=1 skips steps 1-5; PYTHON picks the interpreter (default python3).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+
+STEP=""
+SECONDS=0
+step() {
+    STEP="$*"
+    echo
+    echo "==> [$(date +%H:%M:%S)] $STEP"
+}
+DIED=0
+die() {
+    DIED=1
+    echo >&2
+    echo "scripts/test.sh: FAILED at step: ${STEP:-setup}" >&2
+    [ $# -eq 0 ] || echo "  $*" >&2
+    exit 1
+}
+trap 'rc=$?; [ $rc -eq 0 ] || [ $DIED = 1 ] || echo "scripts/test.sh: FAILED (exit $rc) at step: ${STEP:-setup}" >&2' EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PYTHONUNBUFFERED=1
+
+PACKAGES=(
+    docker.io busybox-static openssh-client openssh-server postgresql postgresql-client rsync
+    debootstrap prometheus tmux procps iproute2 util-linux ca-certificates git
+)
+
+missing_packages() {
+    local p status
+    for p in "$@"; do
+        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        [ "$status" = "install ok installed" ] || echo "$p"
+    done
+}
+
+if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ]; then
+    step "Debian packages"
+    if ! command -v dpkg-query >/dev/null; then
+        echo "not a Debian system: install ${PACKAGES[*]} yourself"
+    else
+        PY_PACKAGES=()
+        command -v "${PYTHON:-python3}" >/dev/null || PY_PACKAGES=(python3 python3-venv python3-pip)
+        mapfile -t MISSING < <(missing_packages "${PACKAGES[@]}" "${PY_PACKAGES[@]}")
+        if [ ${#MISSING[@]} -eq 0 ]; then
+            echo "all present"
+        else
+            [ "$(id -u)" = 0 ] || die "missing packages (${MISSING[*]}); run as root or install them"
+            echo "installing: ${MISSING[*]}"
+            ok=0
+            for _ in 1 2 3; do
+                if apt-get update -q && apt-get install -y -q "${MISSING[@]}"; then
+                    ok=1
+                    break
+                fi
+                echo "apt-get failed; retrying in 5 s" >&2
+                sleep 5
+            done
+            [ $ok = 1 ] || die "apt-get install ${MISSING[*]} failed"
+        fi
+    fi
+fi
+
+step "Python environment"
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "Python >= 3.11 needed, $("$PYTHON" --version 2>&1) found"
+# Debian's own Python refuses pip installs (PEP 668): use a virtualenv in the repository then.
+if "$PYTHON" -c '
+import os, sys, sysconfig
+marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
+sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(marker) else 1)'; then
+    if [ ! -x "$REPO/.venv/bin/python" ]; then
+        echo "system Python is externally managed: creating .venv"
+        "$PYTHON" -m venv "$REPO/.venv" || die "cannot create .venv (apt-get install python3-venv)"
+    fi
+    PYTHON="$REPO/.venv/bin/python"
+fi
+# The interpreter's script directory first, so `sshgw`, `ssh`-driven tests and tools find it.
+SCRIPTS_DIR="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH="$SCRIPTS_DIR:$PATH"
+echo "python: $PYTHON ($("$PYTHON" --version 2>&1))"
+
+if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ]; then
+    step "pip install -e '.[test]'"
+    "$PYTHON" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
+
+    step "Docker engine"
+    ./scripts/start-docker.sh || die "the Docker engine is not available"
+    docker version --format 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})' || true
+
+    step "PostgreSQL"
+    ./scripts/start-postgres.sh || die "PostgreSQL is not available"
+
+    step "test images"
+    ./tests/images/build.sh all || die "building the test images failed"
+fi
+
+step "ruff"
+LINT_PATHS=(gateway tests)
+[ -d bench ] && LINT_PATHS+=(bench)
+"$PYTHON" -m ruff check "${LINT_PATHS[@]}" || die "ruff check found problems"
+"$PYTHON" -m ruff format --check "${LINT_PATHS[@]}" || die "files need 'ruff format'"
+
+step "mypy (strict)"
+"$PYTHON" -m mypy gateway || die "mypy found problems"
+
+step "pytest $*"
+set +e
+"$PYTHON" -m pytest -ra "$@"
+rc=$?
+set -e
+if [ $rc -ne 0 ]; then
+    case $rc in
+        1) die "some tests failed" ;;
+        2) die "pytest was interrupted" ;;
+        3) die "pytest internal error" ;;
+        4) die "pytest usage error" ;;
+        5) die "no tests were collected" ;;
+        *) die "pytest exited with $rc" ;;
+    esac
+fi
+STEP=""
+echo
+echo "==> all checks passed in ${SECONDS}s"
