@@ -1,0 +1,389 @@
+"""The audit trail: events and session rows, written in batches off the data path.
+
+:meth:`AuditWriter.submit` is synchronous and O(1): it appends a record to an in-memory buffer and
+wakes the writer task. The writer drains the buffer in batches, one transaction per batch. When
+the database is unreachable the records stay in the buffer (bounded by ``max_buffer``); the first
+failure and the recovery are logged once each and the ``sshgw_audit_*`` metrics show the backlog.
+Only when the buffer is full are new records dropped — counted and logged, never silently. At
+shutdown whatever could not be written is spooled to a JSON-lines file in the data directory and
+loaded again at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.observe.metrics import Metrics
+from gateway.store.models import AuditEvent, SessionRow, as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+AUDIT = cast(sa.Table, AuditEvent.__table__)
+SESSIONS = cast(sa.Table, SessionRow.__table__)
+
+# Event kinds written to audit_events.kind.
+LOGIN = "login"
+SESSION_START = "session.start"
+SESSION_END = "session.end"
+FILE = "file"
+DENIED = "denied"
+ADMIN = "admin"
+
+Op = Literal["event", "session_start", "session_end"]
+
+
+class StoreLike(Protocol):
+    """What the observer needs from :class:`gateway.store.Store`."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    async def ping(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Record:
+    op: Op
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"op": self.op, "values": self.values}, default=_json_default)
+
+    @classmethod
+    def from_json(cls, line: str) -> Record:
+        doc = json.loads(line)
+        values = dict(doc["values"])
+        for key in ("ts", "started_at", "ended_at"):
+            if isinstance(values.get(key), str):
+                values[key] = as_utc(datetime.fromisoformat(values[key]))
+        op = doc["op"]
+        if op not in ("event", "session_start", "session_end"):
+            raise ValueError(f"unknown audit record op {op!r}")
+        return cls(op, values)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return str(obj)
+
+
+def event(
+    kind: str,
+    /,
+    *,
+    user: str | None = None,
+    container: str | None = None,
+    remote: str | None = None,
+    session_id: str | None = None,
+    actor: str | None = None,
+    **detail: Any,
+) -> Record:
+    return Record(
+        "event",
+        {
+            "ts": utcnow(),
+            "kind": kind,
+            "actor": actor,
+            "user_name": user,
+            "container": container,
+            "remote_addr": remote,
+            "session_id": session_id,
+            "detail": detail,
+        },
+    )
+
+
+def _transient(exc: BaseException) -> bool:
+    """True when the database is unreachable (retry later), False when it refused the data."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError)
+
+
+async def write_records(conn: AsyncConnection, records: Sequence[Record]) -> None:
+    """Write records in one go: session starts, then events, then session ends (a start always
+    comes before its end in the buffer, so this order keeps them consistent)."""
+    starts = [r.values for r in records if r.op == "session_start"]
+    events = [r.values for r in records if r.op == "event"]
+    ends = [r.values for r in records if r.op == "session_end"]
+    if starts:
+        await conn.execute(SESSIONS.insert(), starts)
+    if events:
+        await conn.execute(AUDIT.insert(), events)
+    if ends:
+        stmt = (
+            SESSIONS.update()
+            .where(SESSIONS.c.id == sa.bindparam("b_id"))
+            .values(
+                ended_at=sa.bindparam("b_ended_at"),
+                bytes_in=sa.bindparam("b_bytes_in"),
+                bytes_out=sa.bindparam("b_bytes_out"),
+                exit_status=sa.bindparam("b_exit_status"),
+                end_reason=sa.bindparam("b_end_reason"),
+            )
+        )
+        await conn.execute(stmt, [{f"b_{k}": v for k, v in e.items()} for e in ends])
+
+
+class AuditWriter:
+    """Bounded, never-blocking queue of audit records, batch-written by one task."""
+
+    def __init__(
+        self,
+        store: StoreLike,
+        metrics: Metrics,
+        *,
+        max_buffer: int = 50_000,
+        batch_size: int = 500,
+        spool_path: Path | None = None,
+        write_timeout: float = 10.0,
+        retry_max: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._buf: deque[Record] = deque()
+        self._max = max_buffer
+        self._batch = batch_size
+        self._spool = spool_path
+        self._write_timeout = write_timeout
+        self._retry_max = retry_max
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._down = False
+        self._full_logged = False
+        self._dropped_since_log = 0
+        self.written = 0
+
+    # Producer side (synchronous, never blocks, never raises) --------------------------------
+
+    def submit(self, record: Record) -> None:
+        if len(self._buf) >= self._max:
+            self._metrics.audit_dropped.labels(reason="buffer_full").inc()
+            self._dropped_since_log += 1
+            if not self._full_logged:
+                self._full_logged = True
+                log.error(
+                    "audit buffer full (%d records): the database has been unreachable too long; "
+                    "new audit records are dropped and counted in "
+                    "sshgw_audit_records_dropped_total",
+                    self._max,
+                )
+            return
+        self._buf.append(record)
+        self._metrics.audit_buffered.set(len(self._buf))
+        self._idle.clear()
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    @property
+    def database_down(self) -> bool:
+        return self._down
+
+    # Writer task ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain the buffer forever (cancel to stop; call :meth:`close` afterwards)."""
+        delay = 0.25
+        while True:
+            if not self._buf:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = list(islice(self._buf, 0, self._batch))
+            try:
+                await self._write_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.audit_write_errors.inc()
+                if _transient(exc):
+                    self._mark_down(exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                # The database answered but refused the batch: find the bad record(s).
+                await self._write_one_by_one(batch)
+                continue
+            delay = 0.25
+            self._done(len(batch))
+
+    async def _write_batch(self, batch: Sequence[Record]) -> None:
+        async with asyncio.timeout(self._write_timeout), self._store.engine.begin() as conn:
+            await write_records(conn, batch)
+
+    async def _write_one_by_one(self, batch: Sequence[Record]) -> None:
+        for rec in batch:
+            try:
+                await self._write_batch([rec])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _transient(exc):
+                    self._mark_down(exc)
+                    return  # retried from the start of the buffer later
+                self._metrics.audit_dropped.labels(reason="rejected").inc()
+                log.error(
+                    "audit record refused by the database and dropped: %s %s (%s)",
+                    rec.op,
+                    rec.values.get("kind") or rec.values.get("id", ""),
+                    exc.__class__.__name__,
+                )
+            self._done(1)
+
+    def _done(self, n: int) -> None:
+        for _ in range(n):
+            self._buf.popleft()
+        self.written += n
+        self._metrics.audit_written.inc(n)
+        self._metrics.audit_buffered.set(len(self._buf))
+        if self._down:
+            self._down = False
+            self._metrics.audit_db_up.set(1)
+            log.warning(
+                "audit database reachable again; writing %d held-back records", len(self._buf) + n
+            )
+        if self._full_logged and len(self._buf) < self._max:
+            self._full_logged = False
+            log.warning(
+                "audit buffer has room again; %d records were dropped", self._dropped_since_log
+            )
+            self._dropped_since_log = 0
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            self._metrics.audit_db_up.set(0)
+            log.warning(
+                "audit database unreachable (%s); holding audit records in memory (at most %d)",
+                exc.__class__.__name__,
+                self._max,
+            )
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the buffer is empty (True) or ``timeout`` passes (False)."""
+        if not self._buf:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return not self._buf
+
+    # Spool: records left at shutdown survive a restart ---------------------------------------
+
+    def spool(self) -> int:
+        """Append unwritten records to the spool file; returns how many were saved."""
+        if not self._buf:
+            return 0
+        n = len(self._buf)
+        if self._spool is None:
+            log.error("audit: %d records could not be written and are lost (no spool file)", n)
+            self._metrics.audit_dropped.labels(reason="buffer_full").inc(n)
+            return 0
+        try:
+            self._spool.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for rec in self._buf:
+                    f.write(rec.to_json() + "\n")
+        except OSError as exc:
+            log.error("audit: %d records could not be written or spooled: %s", n, exc)
+            return 0
+        log.warning(
+            "audit: database unreachable at shutdown; %d records spooled to %s", n, self._spool
+        )
+        self._buf.clear()
+        self._metrics.audit_buffered.set(0)
+        return n
+
+    def load_spool(self) -> int:
+        """Queue the records a previous run spooled; the file is removed once read."""
+        if self._spool is None or not self._spool.exists():
+            return 0
+        loaded: list[Record] = []
+        bad = 0
+        try:
+            with self._spool.open(encoding="utf-8") as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    try:
+                        loaded.append(Record.from_json(line))
+                    except (ValueError, KeyError, TypeError):
+                        bad += 1
+            self._spool.unlink()
+        except OSError as exc:
+            log.error("audit: cannot read spool file %s: %s", self._spool, exc)
+            return 0
+        if bad:
+            log.error("audit: %d unreadable lines in spool file %s were skipped", bad, self._spool)
+        for rec in loaded:
+            self.submit(rec)
+        if loaded:
+            log.info("audit: %d spooled records from an earlier run queued", len(loaded))
+        return len(loaded)
+
+
+def admin_actor() -> str:
+    """Who runs the CLI: ``SUDO_USER`` when run through sudo, else the OS user."""
+    sudo = os.environ.get("SUDO_USER")
+    try:
+        me = getpass.getuser()
+    except (KeyError, OSError):
+        me = str(os.getuid())
+    return f"{sudo} (as {me})" if sudo and sudo != me else me
+
+
+async def write_admin_event(
+    store: StoreLike,
+    action: str,
+    *,
+    target: str | None = None,
+    user: str | None = None,
+    container: str | None = None,
+    session_id: str | None = None,
+    actor: str | None = None,
+    **detail: Any,
+) -> None:
+    """Record one admin change made through the CLI (who/what/when), written at once.
+
+    ``action`` names the change (``user.add``, ``grant.remove``, ``session.kill`` ...).
+    """
+    rec = event(
+        ADMIN,
+        user=user,
+        container=container,
+        session_id=session_id,
+        actor=actor or admin_actor(),
+        action=action,
+        target=target,
+        **detail,
+    )
+    async with store.engine.begin() as conn:
+        await write_records(conn, [rec])

@@ -1,0 +1,72 @@
+"""The metrics and health listener: ``/metrics``, ``/healthz``, ``/readyz`` (aiohttp).
+
+``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 only when the database
+and the Docker engine both answer, else 503 with one line per failing dependency.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[list[str]]]
+Exposition = Callable[[], Awaitable[bytes]]
+
+
+class HttpListener:
+    def __init__(self, host: str, port: int, exposition: Exposition, ready: ReadyCheck) -> None:
+        self.host = host
+        self.port = port
+        self._exposition = exposition
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise GatewayError(
+                f"cannot listen for metrics on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        self._runner = runner
+        # Port 0 means "any free port": report the real one.
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("metrics and health listening on http://%s:%d/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await self._exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        problems = await self._ready()
+        if problems:
+            return web.Response(
+                status=503, text="not ready\n" + "".join(f"{p}\n" for p in problems)
+            )
+        return web.Response(text="ready\n")
