@@ -1,0 +1,33 @@
+"""The gateway's database: SQLAlchemy models, async repositories and the database engine.
+
+Migrations live in the repository's top-level ``alembic/`` directory.
+"""
+
+from gateway.store.keys import ParsedKey, parse_public_key
+from gateway.store.passwords import hash_password, needs_rehash, verify_password
+from gateway.store.store import (
+    AuthKey,
+    AuthUser,
+    GroupInfo,
+    KeyInfo,
+    SchemaState,
+    Store,
+    UserInfo,
+    safe_url,
+)
+
+__all__ = [
+    "AuthKey",
+    "AuthUser",
+    "GroupInfo",
+    "KeyInfo",
+    "ParsedKey",
+    "SchemaState",
+    "Store",
+    "UserInfo",
+    "hash_password",
+    "needs_rehash",
+    "parse_public_key",
+    "safe_url",
+    "verify_password",
+]

@@ -1,0 +1,185 @@
+"""Tables of the gateway's database, as SQLAlchemy ORM models.
+
+Alembic migrations (the top-level ``alembic/`` directory) are the only way the schema is made or
+changed; these models mirror the newest migration and are used to query it. A test compares the
+two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive values are taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes, stored as UTC on every backend.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are stored as naive
+    UTC and UTC is attached again when they are read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text from a server default
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return as_utc(value)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    display: Mapped[str | None] = mapped_column(sa.Text)
+    password_hash: Mapped[str | None] = mapped_column(sa.Text)
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+
+
+class PublicKey(Base):
+    __tablename__ = "public_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(sa.Text)
+    fingerprint: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class GrantRow(Base):
+    __tablename__ = "grants"
+    __table_args__ = (
+        sa.CheckConstraint("(user_id IS NULL) <> (group_id IS NULL)", name="one_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), index=True
+    )
+    # Container name glob.
+    target: Mapped[str] = mapped_column(sa.Text)
+    # {"label": "value glob", ...}
+    labels: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict)
+    # Comma-separated rights, so new rights need no migration.
+    rights: Mapped[str] = mapped_column(sa.Text)
+    # Comma-separated logins; the first is the default; "*" allows any (the image's user first).
+    logins: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    # Newline-separated absolute path prefixes for file transfer; empty means unrestricted.
+    paths: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    expires_at: Mapped[datetime | None]
+    record: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    )
+    ts: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(sa.String(64), index=True)
+    actor: Mapped[str | None] = mapped_column(sa.Text)
+    user_name: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    container: Mapped[str | None] = mapped_column(sa.Text)
+    remote_addr: Mapped[str | None] = mapped_column(sa.Text)
+    session_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+
+class SessionRow(Base):
+    """One SSH channel bridged into a container (shell, exec, sftp, ...)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_name: Mapped[str] = mapped_column(sa.String(64), index=True)
+    container: Mapped[str] = mapped_column(sa.Text)
+    container_id: Mapped[str | None] = mapped_column(sa.String(64))
+    login: Mapped[str | None] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    command: Mapped[str | None] = mapped_column(sa.Text)
+    remote_addr: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
+    bytes_in: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    bytes_out: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    exit_status: Mapped[int | None]
+    end_reason: Mapped[str | None] = mapped_column(sa.Text)
+    recording_path: Mapped[str | None] = mapped_column(sa.Text)
+    kill_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    gateway_pid: Mapped[int | None]
