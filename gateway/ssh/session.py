@@ -438,8 +438,12 @@ class _Bridge:
                 if out_task in done or gone_task in done or kill_task in done:
                     break
             if out_task in done:
-                out_task.result()
-                return await self._finished(login, stderr)
+                exc = out_task.exception()
+                if exc is None:
+                    return await self._finished(login, stderr)
+                if not isinstance(exc, _ClientGone):
+                    await self._terminate()
+                    raise exc
             if kill_task in done:
                 self.s._say(stderr, "session terminated by an administrator", self.pty)
                 await self._terminate()
@@ -550,8 +554,13 @@ class _Bridge:
             return  # explained in one line by _finished
         writer = stdout if kind == STDOUT else stderr
         self.track.from_container(data)
-        writer.write(data)
-        await writer.drain()
+        try:
+            writer.write(data)
+            await writer.drain()
+        except (BrokenPipeError, ConnectionError, asyncssh.Error):
+            # The client is gone; the session's watcher ends the process.
+            self.s._gone.set()
+            raise _ClientGone() from None
 
     async def _finished(self, login: str, stderr: asyncssh.SSHWriter[bytes]) -> int:
         try:
@@ -569,14 +578,20 @@ class _Bridge:
                 if writer is not None:
                     writer.write(d)
         if code is None or code >= 128:
-            try:
-                c = await self.gw.engine.resolve(self.container.id)
-                running = c.running
-                state = c.state
-            except NoSuchContainer:
-                running, state = False, "removed"
-            except EngineUnavailable:
-                running, state = True, ""
+            # A signal death may be the container itself stopping; Docker records the new
+            # state a moment after the exec's output ends.
+            running, state = True, ""
+            for delay in (0.0, 0.1, 0.25):
+                await asyncio.sleep(delay)
+                try:
+                    c = await self.gw.engine.resolve(self.container.id)
+                    running, state = c.running, c.state
+                except NoSuchContainer:
+                    running, state = False, "removed"
+                except EngineUnavailable:
+                    running, state = True, ""
+                if not running:
+                    break
             if not running:
                 self.track.end(code, "container_gone")
                 raise _ContainerGone(self.container.name, state, code)
@@ -636,6 +651,10 @@ class _Bridge:
             if not await self._alive():
                 return
         await self._kill("KILL")
+
+
+class _ClientGone(Exception):
+    """The SSH channel closed while output was still flowing."""
 
 
 class _ContainerGone(GatewayError):
