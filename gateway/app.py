@@ -125,8 +125,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     finally:
         if server is not None:
             server.close()
-            await server.wait_closed()
+        gw.stopping.set()
         await gw.tasks.close(timeout=max(settings.kill_grace + 3.0, 5.0))
+        if server is not None:
+            await server.wait_closed()
         await observer.stop()
         await engine.close()
         await store.close()

@@ -67,6 +67,8 @@ class Gateway:
     observer: Observer
     tasks: TaskSet = field(default_factory=TaskSet)
     motd: str | None = None
+    # Set when the gateway shuts down: live sessions end their processes and say why.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, slots=True)

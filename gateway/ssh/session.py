@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncssh
 from asyncssh.stream import SSHServerStreamSession
@@ -430,13 +430,12 @@ class _Bridge:
         in_task = loop.create_task(self._pump_in(stdin))
         gone_task = loop.create_task(self.s._gone.wait())
         kill_task = loop.create_task(self.track.killed.wait())
-        tasks = {out_task, in_task, gone_task, kill_task}
+        stop_task = loop.create_task(self.gw.stopping.wait())
+        tasks = {out_task, in_task, gone_task, kill_task, stop_task}
         try:
-            pending: set[asyncio.Task[Any]] = {out_task, gone_task, kill_task}
-            while True:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if out_task in done or gone_task in done or kill_task in done:
-                    break
+            done, _ = await asyncio.wait(
+                {out_task, gone_task, kill_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
             if out_task in done:
                 exc = out_task.exception()
                 if exc is None:
@@ -444,10 +443,16 @@ class _Bridge:
                 if not isinstance(exc, _ClientGone):
                     await self._terminate()
                     raise exc
-            if kill_task in done:
-                self.s._say(stderr, "session terminated by an administrator", self.pty)
+            if kill_task in done or stop_task in done:
+                killed = kill_task in done
+                why = (
+                    "session terminated by an administrator"
+                    if killed
+                    else ("the gateway is shutting down; session ended")
+                )
+                self.s._say(stderr, why, self.pty)
                 await self._terminate()
-                self.track.end(255, "killed")
+                self.track.end(255, "killed" if killed else "shutdown")
                 return 255
             # The client went away: the process must not live on.
             await self._terminate()
