@@ -38,6 +38,7 @@ trap 'rc=$?; [ $rc -eq 0 ] || [ $DIED = 1 ] || echo "scripts/test.sh: FAILED (ex
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_ROOT_USER_ACTION=ignore
 export PYTHONUNBUFFERED=1
 
 PACKAGES=(

@@ -281,6 +281,11 @@ class DockerEngine:
             data = await self._json("inspect", f"containers/{ref}/json")
         except aiodocker.DockerError:
             raise NoSuchContainer(ref) from None
+        except EngineUnavailable as exc:
+            # An ambiguous ID prefix is answered with HTTP 500 "Multiple IDs found ...".
+            if "multiple ids found" in exc.user_message.lower():
+                raise NoSuchContainer(ref) from None
+            raise
         c = _container_from_inspect(data)
         # Docker also matches ID prefixes; require at least the 12 characters the CLI shows
         # unless the name matched exactly, so a one-letter login cannot sweep IDs.
