@@ -27,7 +27,7 @@ from gateway.errors import (
     NoSuchContainer,
 )
 from gateway.observe import SessionInfo, SessionTrack
-from gateway.policy import Decision, DenyReason, Right, Subject, access, decide
+from gateway.policy import Decision, DenyReason, Grant, Right, Subject, access, decide
 from gateway.policy import Target as PolicyTarget
 from gateway.ssh.wrapper import (
     PID_MARK_MAX,
@@ -56,6 +56,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self.gw: Gateway = conn.gw
         self.session_id = uuid.uuid4().hex
         self._gone = asyncio.Event()
+        self._grants: list[Grant] | None = None
 
     @property
     def chan(self) -> asyncssh.SSHServerChannel[bytes]:
@@ -206,7 +207,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     async def _authorize(
         self, ident: Identity, container: Container, right: str, remote: str
     ) -> Decision:
-        grants = await self.gw.store.grants_for(ident.user)
+        grants = self._grants
+        if grants is None:
+            grants = await self.gw.store.grants_for(ident.user)
         decision = decide(
             Subject(ident.user, ident.groups),
             grants,
@@ -246,11 +249,18 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     ) -> int:
         name = ident.target.container
         assert name is not None
+        # The container and the grants are looked up at the same time.
+        grants_task = asyncio.ensure_future(self.gw.store.grants_for(ident.user))
         try:
             container = await self.gw.engine.resolve(name)
         except EngineUnavailable:
             self.gw.observer.docker_error("inspect")
             raise
+        finally:
+            if not grants_task.done():
+                await asyncio.wait({grants_task})
+            grants_task.exception()  # retrieved here; raised by result() below
+        self._grants = grants_task.result()
         right = {
             "shell": Right.SHELL,
             "exec": Right.EXEC,
@@ -302,7 +312,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
         write = decide(
             Subject(ident.user, ident.groups),
-            await self.gw.store.grants_for(ident.user),
+            self._grants or [],
             PolicyTarget(container.name, container.id, container.labels),
             Right.SFTP_WRITE,
             decision.login,
