@@ -1,0 +1,462 @@
+"""Shared pieces of the benchmarks: a test container, an OpenSSH sshd on loopback, a running
+sshgw, client command lines, timing and the result table.
+
+Everything runs on this machine and is torn down at exit (``Bench`` is a context manager).
+Benchmarks are not tests: they print figures and ratios measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_IMAGES = REPO / "tests" / "images" / "build.sh"
+BUSYBOX_IMAGE = "sshgw-test/busybox:1"
+BENCH_LABEL = "sshgw-bench"
+CIPHER = "aes128-gcm@openssh.com"
+
+Argv = Sequence[str]
+
+
+class BenchError(Exception):
+    """A setup step failed; the message says which."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(
+    argv: Argv,
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[bytes]:
+    res = subprocess.run(
+        list(argv),
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=dict(env) if env is not None else None,
+        timeout=timeout,
+        check=False,
+    )
+    if check and res.returncode != 0:
+        raise BenchError(
+            f"{' '.join(argv)!s} exited {res.returncode}: "
+            f"{res.stderr.decode(errors='replace').strip()[-2000:]}"
+        )
+    return res
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_banner(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(64).startswith(b"SSH-2.0-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{what} sent no SSH banner on port {port} within {timeout:.0f}s")
+
+
+def keygen(path: Path, comment: str = "bench") -> Path:
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return path
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
+    """TERM the process group, then KILL it after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+
+
+# Timing ------------------------------------------------------------------------------------------
+
+
+def time_run(argv: Argv, *, stdout: int | IO[bytes] = subprocess.DEVNULL) -> float:
+    """Wall time of one run of ``argv`` in seconds; a non-zero exit is an error."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, check=False
+    )
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{' '.join(argv)} exited {proc.returncode}: "
+            f"{proc.stderr.decode(errors='replace').strip()[-1000:]}"
+        )
+    return elapsed
+
+
+def count_output(argv: Argv) -> int:
+    """Run ``argv`` and count the bytes it writes to stdout (checks a data path end to end)."""
+    with subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        total = 0
+        while chunk := proc.stdout.read(1 << 20):
+            total += len(chunk)
+        err = proc.stderr.read() if proc.stderr else b""
+        code = proc.wait()
+    if code != 0:
+        raise BenchError(f"{' '.join(argv)} exited {code}: {err.decode(errors='replace')[-1000:]}")
+    return total
+
+
+@dataclass
+class Series:
+    """Repeated timings of one way of doing something."""
+
+    name: str
+    times: list[float] = field(default_factory=list)
+    nbytes: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / 1e6 / self.median if self.nbytes and self.times else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n": len(self.times),
+            "median_s": round(self.median, 5),
+            "min_s": round(min(self.times), 5),
+            "max_s": round(max(self.times), 5),
+            "bytes": self.nbytes,
+            "mb_per_s": round(self.mbps, 1) if self.nbytes else None,
+        }
+
+
+def interleave(series: Sequence[tuple[Series, Argv]], n: int, **kw: Any) -> None:
+    """Run each command ``n`` times, round-robin, so drift on the machine hits all alike."""
+    for _ in range(n):
+        for s, argv in series:
+            s.times.append(time_run(argv, **kw))
+
+
+def print_table(title: str, rows: Sequence[Series], baseline: Series, throughput: bool) -> None:
+    print()
+    print(title)
+    head = f"  {'path':<28} {'n':>3} {'median':>10} {'min':>10} {'max':>10}"
+    head += f" {'MB/s':>8} {'vs OpenSSH':>11}" if throughput else f" {'vs OpenSSH':>11}"
+    print(head)
+    for s in rows:
+        line = (
+            f"  {s.name:<28} {len(s.times):>3} {s.median * 1000:>8.1f}ms"
+            f" {min(s.times) * 1000:>8.1f}ms {max(s.times) * 1000:>8.1f}ms"
+        )
+        if throughput:
+            ratio = s.mbps / baseline.mbps
+            line += f" {s.mbps:>8.1f} {ratio:>10.2f}x"
+        else:
+            ratio = s.median / baseline.median
+            line += f" {ratio:>10.2f}x"
+        print(line)
+
+
+def dump_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# The pieces under test ------------------------------------------------------------------------------
+
+
+def ssh_argv(
+    port: int,
+    login: str,
+    key: Path,
+    command: str,
+    *,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """An OpenSSH client command line that reads no user config and trusts the test host."""
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        f"Ciphers={CIPHER}",
+        "-o",
+        "ConnectTimeout=30",
+        "-i",
+        str(key),
+        "-p",
+        str(port),
+        *extra,
+        f"{login}@127.0.0.1",
+        command,
+    ]
+
+
+class Container:
+    """A detached busybox container (a long sleep) labelled for cleanup."""
+
+    def __init__(self, image: str = BUSYBOX_IMAGE, prefix: str = "bench") -> None:
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.image = image
+
+    def start(self) -> None:
+        if shutil.which("docker") is None:
+            raise BenchError("docker CLI not found")
+        run(["docker", "info"], timeout=60)
+        run([str(BUILD_IMAGES), "busybox"], timeout=900)
+        run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                self.name,
+                "--label",
+                f"{BENCH_LABEL}=1",
+                "--stop-signal",
+                "SIGKILL",
+                self.image,
+            ]
+        )
+
+    def exec(self, *argv: str) -> bytes:
+        return run(["docker", "exec", self.name, *argv]).stdout
+
+    def stop(self) -> None:
+        run(["docker", "rm", "-f", "-v", self.name], check=False)
+
+
+class Sshd:
+    """OpenSSH sshd on loopback with its own config, host key and authorized_keys (runs as root)."""
+
+    def __init__(self, root: Path, client_pub: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.client_pub = client_pub
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "sshd.log"
+
+    def start(self) -> None:
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not Path(sshd).exists():
+            raise BenchError("sshd not found (apt-get install openssh-server)")
+        if os.geteuid() != 0:
+            raise BenchError("the OpenSSH comparison needs root (sshd with UsePAM no)")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+        self.root.mkdir(parents=True, exist_ok=True)
+        hostkey = keygen(self.root / "ssh_host_ed25519_key", "bench-sshd")
+        auth = self.root / "authorized_keys"
+        shutil.copyfile(self.client_pub, auth)
+        auth.chmod(0o600)
+        config = self.root / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {hostkey}",
+                    f"AuthorizedKeysFile {auth}",
+                    f"PidFile {self.root / 'sshd.pid'}",
+                    "UsePAM no",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+        run([sshd, "-t", "-f", str(config)])
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_banner(self.port, self.proc, 30, "sshd")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class Gateway:
+    """``python -m gateway serve`` on a free port with its own data directory and SQLite DB."""
+
+    def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = root / "gateway.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SSHGW_")}
+        env.update(
+            {
+                "SSHGW_DATA_DIR": str(self.data_dir),
+                "SSHGW_LOG_LEVEL": "WARNING",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        env.update(extra_env or {})
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> bytes:
+        res = run([sys.executable, "-m", "gateway", *args], env=self.env, timeout=120)
+        return res.stdout
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--metrics-listen",
+                    f"127.0.0.1:{self.metrics_port}",
+                ],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_for_banner(self.port, self.proc, 90, "sshgw")
+        except BenchError as exc:
+            raise BenchError(f"{exc}; log:\n{self.log_tail()}") from None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=20)
+
+
+class Bench(contextlib.ExitStack):
+    """Temp directory, client key, container, sshd and sshgw, torn down on exit."""
+
+    def __init__(self, keep: bool = False) -> None:
+        super().__init__()
+        self.keep = keep
+        self.tmp = Path(tempfile.mkdtemp(prefix="sshgw-bench-"))
+        self.key = self.tmp / "client_ed25519"
+        self.container = Container()
+        self.sshd = Sshd(self.tmp / "sshd", self.tmp / "client_ed25519.pub")
+        self.gateway = Gateway(self.tmp / "gateway")
+        self.user = "alice"
+
+    def __enter__(self) -> Bench:
+        super().__enter__()
+        try:
+            if not self.keep:
+                self.callback(shutil.rmtree, self.tmp, True)
+            keygen(self.key, "bench-client")
+            log(f"container {self.container.name}")
+            self.callback(self.container.stop)
+            self.container.start()
+            log(f"sshd on 127.0.0.1:{self.sshd.port}")
+            self.callback(self.sshd.stop)
+            self.sshd.start()
+            log(f"sshgw on 127.0.0.1:{self.gateway.port} (data {self.gateway.data_dir})")
+            self.callback(self.gateway.stop)
+            self.gateway.start()
+            self.gateway.cli("user", "add", self.user, "--key", str(self.key) + ".pub")
+            self.gateway.cli(
+                "grant", "add", "--user", self.user, "--target", "bench*", "--rights", "shell,exec"
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def gw_ssh(self, command: str) -> list[str]:
+        return ssh_argv(self.gateway.port, f"{self.user}+{self.container.name}", self.key, command)
+
+    def sshd_ssh(self, command: str) -> list[str]:
+        return ssh_argv(self.sshd.port, "root", self.key, command)
+
+    def docker_exec(self, *argv: str) -> list[str]:
+        return ["docker", "exec", self.container.name, *argv]
+
+
+@contextlib.contextmanager
+def data_file(directory: Path, size: int) -> Iterator[Path]:
+    """A file of ``size`` random bytes (written in 1 MiB chunks), removed afterwards."""
+    path = directory / "payload.bin"
+    with path.open("wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
