@@ -41,26 +41,34 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_ROOT_USER_ACTION=ignore
 export PYTHONUNBUFFERED=1
 
+# Debian package and a command that shows it (or an equal) is there.
 PACKAGES=(
-    docker.io busybox-static openssh-client openssh-server postgresql postgresql-client rsync
-    debootstrap prometheus tmux procps iproute2 util-linux ca-certificates git
+    docker.io:dockerd busybox-static: openssh-client:ssh openssh-server:sshd
+    postgresql:pg_ctlcluster postgresql-client:psql rsync:rsync debootstrap:debootstrap
+    prometheus:promtool tmux:tmux procps:pgrep iproute2:ss util-linux:flock
+    ca-certificates: git:git python3-venv: python3-pip:
 )
 
 missing_packages() {
-    local p status
-    for p in "$@"; do
+    local entry p cmd status
+    for entry in "$@"; do
+        p="${entry%%:*}"
+        cmd="${entry#*:}"
         status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-        [ "$status" = "install ok installed" ] || echo "$p"
+        [ "$status" = "install ok installed" ] && continue
+        # Installed some other way (docker-ce, a newer PostgreSQL, ...): fine too.
+        [ -n "$cmd" ] && PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null && continue
+        echo "$p"
     done
 }
 
 if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ]; then
     step "Debian packages"
     if ! command -v dpkg-query >/dev/null; then
-        echo "not a Debian system: install ${PACKAGES[*]} yourself"
+        echo "not a Debian system: install the equivalents of ${PACKAGES[*]%%:*} yourself"
     else
         PY_PACKAGES=()
-        command -v "${PYTHON:-python3}" >/dev/null || PY_PACKAGES=(python3 python3-venv python3-pip)
+        command -v "${PYTHON:-python3}" >/dev/null || PY_PACKAGES=(python3:)
         mapfile -t MISSING < <(missing_packages "${PACKAGES[@]}" "${PY_PACKAGES[@]}")
         if [ ${#MISSING[@]} -eq 0 ]; then
             echo "all present"

@@ -129,6 +129,9 @@ busybox_rootfs() {
     local root="$1" mode="$2"
     [ -x "$BUSYBOX_BIN" ] || die "$BUSYBOX_BIN missing (apt-get install busybox-static)"
     "$BUSYBOX_BIN" --list >/dev/null 2>&1 || die "$BUSYBOX_BIN has no applet list (need busybox-static)"
+    if ldd "$BUSYBOX_BIN" >/dev/null 2>&1; then
+        die "$BUSYBOX_BIN is dynamically linked: it cannot run in the image (apt-get install busybox-static)"
+    fi
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,dev,proc,sys,var/tmp,run}
     chmod 1777 "$root/var/tmp"
     if [ "$mode" = noshell ]; then
