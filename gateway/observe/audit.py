@@ -12,7 +12,6 @@ loaded again at the next start.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -349,41 +348,3 @@ class AuditWriter:
             log.info("audit: %d spooled records from an earlier run queued", len(loaded))
         return len(loaded)
 
-
-def admin_actor() -> str:
-    """Who runs the CLI: ``SUDO_USER`` when run through sudo, else the OS user."""
-    sudo = os.environ.get("SUDO_USER")
-    try:
-        me = getpass.getuser()
-    except (KeyError, OSError):
-        me = str(os.getuid())
-    return f"{sudo} (as {me})" if sudo and sudo != me else me
-
-
-async def write_admin_event(
-    store: StoreLike,
-    action: str,
-    *,
-    target: str | None = None,
-    user: str | None = None,
-    container: str | None = None,
-    session_id: str | None = None,
-    actor: str | None = None,
-    **detail: Any,
-) -> None:
-    """Record one admin change made through the CLI (who/what/when), written at once.
-
-    ``action`` names the change (``user.add``, ``grant.remove``, ``session.kill`` ...).
-    """
-    rec = event(
-        ADMIN,
-        user=user,
-        container=container,
-        session_id=session_id,
-        actor=actor or admin_actor(),
-        action=action,
-        target=target,
-        **detail,
-    )
-    async with store.engine.begin() as conn:
-        await write_records(conn, [rec])
