@@ -50,7 +50,11 @@ def parse_public_key(text: str, comment: str | None = None) -> ParsedKey:
         lines = [ln.strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if ln and not ln.startswith("#")]
         if len(lines) != 1:
-            raise InvalidInput(f"expected exactly one public key, found {len(lines)} lines")
+            if all(ln.startswith(("ssh-", "ecdsa-", "sk-")) for ln in lines):
+                raise InvalidInput(f"found {len(lines)} keys; add one key at a time")
+            raise InvalidInput(
+                "not a valid SSH public key (expected one line 'TYPE BASE64 [COMMENT]')"
+            )
         text = lines[0]
         first = text.split(None, 1)[0]
         if first.endswith("-cert-v01@openssh.com"):

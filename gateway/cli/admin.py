@@ -1,0 +1,276 @@
+"""Top-level commands: serve, db, check, containers, hostkey."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import typer
+
+from gateway.cli.common import (
+    labels_text,
+    open_store,
+    print_json,
+    run,
+    say,
+    settings,
+    table,
+)
+from gateway.config import Settings
+from gateway.engines.docker import Container, DockerEngine
+from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
+from gateway.policy import KNOWN_RIGHTS, Decision, Subject, Target, decide
+from gateway.store import Store
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+db_app = typer.Typer(help="The database schema (Alembic migrations).")
+hostkey_app = typer.Typer(help="The gateway's SSH host keys.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(db_app, name="db")
+    app.command("check")(check)
+    app.command("containers")(containers)
+    app.add_typer(hostkey_app, name="hostkey")
+
+
+def engine_for(cfg: Settings) -> DockerEngine:
+    return DockerEngine(cfg.docker_host, cfg.docker_tls_verify, cfg.docker_cert_path)
+
+
+# serve ----------------------------------------------------------------------------------
+
+
+def serve(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", metavar="HOST:PORT", help="SSH address (default 0.0.0.0:2222)."),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            metavar="HOST:PORT",
+            help="Metrics and health HTTP address (default 127.0.0.1:9122).",
+        ),
+    ] = None,
+) -> None:
+    """Run the gateway."""
+    cfg = settings(ctx, listen=listen, metrics_listen=metrics_listen)
+    from gateway.app import run as run_gateway
+
+    raise typer.Exit(run_gateway(cfg))
+
+
+# db -------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create the schema, or bring it to the newest version."""
+    cfg = settings(ctx)
+
+    async def go() -> tuple[str, str]:
+        store = Store.from_url(cfg.effective_database_url)
+        try:
+            before = await store.schema_state()
+            await store.upgrade()
+            return before, store.url
+        finally:
+            await store.close()
+
+    before, url = run(go())
+    if before == "current":
+        say(f"database {url} is up to date")
+    else:
+        say(f"database {url} upgraded to the newest schema")
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Say whether the schema is current, empty, behind (upgrade needed) or unknown."""
+    cfg = settings(ctx)
+
+    async def go() -> tuple[str, str]:
+        store = Store.from_url(cfg.effective_database_url)
+        try:
+            return await store.schema_state(), store.url
+        finally:
+            await store.close()
+
+    schema, url = run(go())
+    if as_json:
+        print_json({"database": url, "schema": schema})
+        return
+    say(f"{url}: {schema}")
+    if schema != "current":
+        raise typer.Exit(1)
+
+
+# check ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    decision: Decision
+    container: Container | None
+    warnings: list[str] = field(default_factory=list)
+    user_disabled: bool = False
+    user_found: bool = True
+
+
+async def evaluate(
+    cfg: Settings, user: str, ref: str, right: str, login: str | None
+) -> CheckResult:
+    async with open_store(cfg) as store:
+        auth = await store.auth_user(user)
+        grants = await store.grants_for(user) if auth is not None else []
+    if auth is None:
+        return CheckResult(
+            Decision(False, right, f"deny: no such user: {user}"), None, user_found=False
+        )
+    warnings: list[str] = []
+    container: Container | None = None
+    engine = engine_for(cfg)
+    try:
+        container = await engine.resolve(ref)
+    except NoSuchContainer:
+        warnings.append(
+            f"container {ref} is unknown to the Docker engine: evaluated by name only, "
+            "without labels"
+        )
+    except EngineUnavailable as exc:
+        warnings.append(
+            f"Docker engine unreachable ({exc.user_message}): evaluated by name only, "
+            "without labels"
+        )
+    finally:
+        await engine.close()
+    if container is not None:
+        target = Target(name=container.name, id=container.id, labels=dict(container.labels))
+        if not container.running:
+            warnings.append(
+                f"container {container.name} is {container.state}: a session would fail "
+                "until it runs"
+            )
+    else:
+        target = Target(name=ref)
+    decision = decide(Subject(user, auth.groups), grants, target, right, login)
+    if auth.disabled:
+        decision = Decision(
+            False,
+            right,
+            f"deny: user {user} is disabled (with the user enabled: {decision.message})",
+            grant=decision.grant,
+            reason=decision.reason,
+        )
+    return CheckResult(decision, container, warnings, user_disabled=auth.disabled)
+
+
+def check(
+    ctx: typer.Context,
+    user: str,
+    container: str,
+    right: Annotated[
+        str, typer.Option("--right", help=f"One of: {', '.join(sorted(KNOWN_RIGHTS))}.")
+    ] = "shell",
+    login: Annotated[
+        str | None, typer.Option("--login", help="The login asked for inside the container.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Would USER get RIGHT on CONTAINER? Prints ALLOW or DENY and what decided it.
+
+    Exit status 0 on allow, 1 on deny.
+    """
+    if right not in KNOWN_RIGHTS:
+        raise InvalidInput(f"unknown right {right!r}; known: {', '.join(sorted(KNOWN_RIGHTS))}")
+    cfg = settings(ctx)
+    result = run(evaluate(cfg, user, container, right, login))
+    d = result.decision
+    if as_json:
+        print_json(
+            {
+                "allowed": d.allowed,
+                "user": user,
+                "container": result.container.name if result.container else container,
+                "container_id": result.container.id if result.container else None,
+                "right": d.right,
+                "login": d.login,
+                "grant": d.grant.id if d.grant else None,
+                "reason": str(d.reason) if d.reason else None,
+                "message": d.message,
+                "paths": list(d.paths),
+                "record": d.record,
+                "warnings": result.warnings,
+            }
+        )
+    else:
+        say("ALLOW" if d.allowed else "DENY")
+        say(d.message)
+        if d.allowed:
+            say(f"login: {d.login or 'the image user'}")
+            say(f"paths: {', '.join(d.paths) if d.paths else 'unrestricted'}")
+            say(f"recording: {'on' if d.record else 'off'}")
+        for w in result.warnings:
+            say(f"warning: {w}")
+    raise typer.Exit(0 if d.allowed else 1)
+
+
+# containers -----------------------------------------------------------------------------
+
+
+def containers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Containers the gateway sees on its Docker engine."""
+    cfg = settings(ctx)
+
+    async def go() -> list[Container]:
+        engine = engine_for(cfg)
+        try:
+            return await engine.list_containers()
+        finally:
+            await engine.close()
+
+    found = run(go())
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": c.name,
+                    "id": c.id,
+                    "image": c.image,
+                    "state": c.state,
+                    "labels": dict(c.labels),
+                }
+                for c in found
+            ]
+        )
+        return
+    table(
+        ["NAME", "ID", "IMAGE", "STATE", "LABELS"],
+        ([c.name, c.short_id, c.image, c.state, labels_text(c.labels)] for c in found),
+    )
+
+
+# hostkey --------------------------------------------------------------------------------
+
+
+@hostkey_app.command("show")
+def hostkey_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The host key fingerprints, for users to verify on first connect."""
+    from gateway.ssh.hostkeys import fingerprints
+
+    cfg = settings(ctx)
+    try:
+        prints = fingerprints(cfg.data_dir)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read or create host keys in {cfg.data_dir}: {exc.strerror or exc}"
+        ) from None
+    if as_json:
+        print_json([{"algorithm": alg, "fingerprint": fp} for alg, fp in prints])
+        return
+    table(["ALGORITHM", "FINGERPRINT"], ([alg, fp] for alg, fp in prints))

@@ -1,0 +1,170 @@
+"""``sshgw grant ...``: who may reach which containers, with which rights and logins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from gateway.cli.common import (
+    DATE_HELP,
+    audit,
+    fmt_expiry,
+    labels_text,
+    open_store,
+    parse_when,
+    print_json,
+    run,
+    say,
+    settings,
+    table,
+)
+from gateway.errors import InvalidInput
+from gateway.policy import KNOWN_RIGHTS, Grant
+
+app = typer.Typer(help="Grants: add, list, remove.")
+
+
+def grant_json(g: Grant) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "user": g.user,
+        "group": g.group,
+        "target": g.target,
+        "labels": dict(g.labels),
+        "rights": sorted(g.rights),
+        "logins": list(g.logins),
+        "paths": list(g.paths),
+        "expires_at": g.expires_at,
+        "record": g.record,
+    }
+
+
+def grant_table(grants: list[Grant], title: str | None = None) -> None:
+    table(
+        ["ID", "SUBJECT", "TARGET", "LABELS", "RIGHTS", "LOGINS", "PATHS", "EXPIRES", "RECORD"],
+        (
+            [
+                str(g.id),
+                g.subject,
+                g.target,
+                labels_text(g.labels),
+                ",".join(sorted(g.rights)),
+                ",".join(g.logins) or "*",
+                ",".join(g.paths) or "-",
+                fmt_expiry(g.expires_at),
+                "yes" if g.record else "no",
+            ]
+            for g in grants
+        ),
+        title=title,
+    )
+
+
+def _labels(values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"invalid --label {v!r}: use KEY=VALUE (VALUE may be a glob)")
+        out.append((key, value))
+    return out
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Option("--target", help="Container name glob, e.g. 'web*' or '*'.")
+    ],
+    rights: Annotated[
+        str,
+        typer.Option("--rights", help=f"Comma list of: {', '.join(sorted(KNOWN_RIGHTS))}."),
+    ],
+    user: Annotated[str | None, typer.Option("--user", help="Grant to this user.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Grant to this group.")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="KEY=VALUE", help="Container label to require (repeat)."),
+    ] = None,
+    logins: Annotated[
+        str,
+        typer.Option(
+            "--logins",
+            help="Comma list of logins inside the container; the first is the default. "
+            "'*' allows any login and defaults to the image's user.",
+        ),
+    ] = "*",
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", metavar="PATH", help="Confine file transfer to PATH (repeat)."),
+    ] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help=DATE_HELP)] = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Record PTY sessions (default: yes).")
+    ] = True,
+) -> None:
+    """Grant a user or a group rights on containers; prints the grant's id."""
+    if (user is None) == (group is None):
+        raise InvalidInput("give exactly one of --user or --group")
+    labels = _labels(label or [])
+    login_list = [x.strip() for x in logins.split(",") if x.strip()]
+    if not login_list:
+        raise InvalidInput("--logins needs at least one login, or '*'")
+    expires_at = parse_when(expires) if expires is not None else None
+    cfg = settings(ctx)
+
+    async def go() -> Grant:
+        async with open_store(cfg) as store:
+            gid = await store.add_grant(
+                user=user,
+                group=group,
+                target=target,
+                labels=labels,
+                rights=rights,
+                logins=login_list,
+                paths=path or [],
+                expires_at=expires_at,
+                record=record,
+            )
+            grant = await store.get_grant(gid)
+            await audit(store, "grant.add", **grant_json(grant))
+            return grant
+
+    grant = run(go())
+    say(f"added {grant.describe()}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List all grants."""
+    cfg = settings(ctx)
+
+    async def go() -> list[Grant]:
+        async with open_store(cfg) as store:
+            return await store.list_grants()
+
+    grants = run(go())
+    if as_json:
+        print_json([grant_json(g) for g in grants])
+        return
+    grant_table(grants)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, grant_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Remove a grant by id."""
+    cfg = settings(ctx)
+
+    async def go() -> Grant:
+        async with open_store(cfg) as store:
+            grant = await store.get_grant(grant_id)
+            await store.remove_grant(grant_id)
+            await audit(store, "grant.remove", **grant_json(grant))
+            return grant
+
+    grant = run(go())
+    say(f"removed {grant.describe()}")

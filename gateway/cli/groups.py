@@ -1,0 +1,97 @@
+"""``sshgw group ...``: groups of users, to grant access to many at once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gateway.cli.common import audit, fmt_time, open_store, print_json, run, say, settings, table
+from gateway.store import GroupInfo
+
+app = typer.Typer(help="Groups: add, list, remove, member add|remove.")
+member_app = typer.Typer(help="Group membership: add, remove.")
+app.add_typer(member_app, name="member")
+
+
+@app.command("add")
+def add(ctx: typer.Context, name: str) -> None:
+    """Add a group."""
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.add_group(name)
+            await audit(store, "group.add", group=name)
+
+    run(go())
+    say(f"added group {name}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List groups with their members."""
+    cfg = settings(ctx)
+
+    async def go() -> list[GroupInfo]:
+        async with open_store(cfg) as store:
+            return await store.list_groups()
+
+    groups = run(go())
+    if as_json:
+        print_json(
+            [
+                {"name": g.name, "members": list(g.members), "created_at": g.created_at}
+                for g in groups
+            ]
+        )
+        return
+    table(
+        ["NAME", "MEMBERS", "CREATED"],
+        ([g.name, ",".join(g.members) or "-", fmt_time(g.created_at)] for g in groups),
+    )
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Remove a group with its memberships and grants."""
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.remove_group(name)
+            await audit(store, "group.remove", group=name)
+
+    run(go())
+    say(f"removed group {name}")
+
+
+@member_app.command("add")
+def member_add(ctx: typer.Context, group: str, user: str) -> None:
+    """Add USER to GROUP."""
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.add_member(group, user)
+            await audit(store, "group.member.add", group=group, user=user)
+
+    run(go())
+    say(f"added {user} to group {group}")
+
+
+@member_app.command("remove")
+def member_remove(ctx: typer.Context, group: str, user: str) -> None:
+    """Remove USER from GROUP."""
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.remove_member(group, user)
+            await audit(store, "group.member.remove", group=group, user=user)
+
+    run(go())
+    say(f"removed {user} from group {group}")

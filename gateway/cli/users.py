@@ -1,0 +1,225 @@
+"""``sshgw user ...``: gateway users."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from gateway.cli.common import (
+    audit,
+    fmt_expiry,
+    fmt_time,
+    open_store,
+    print_json,
+    read_key_arg,
+    read_password,
+    run,
+    say,
+    settings,
+    table,
+)
+from gateway.cli.grants import grant_json, grant_table
+from gateway.errors import InvalidInput
+from gateway.policy import Grant
+from gateway.store import UserInfo, hash_password, parse_public_key
+
+app = typer.Typer(help="Gateway users: add, list, show, disable, enable, remove, passwd.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def user_json(u: UserInfo) -> dict[str, Any]:
+    return {
+        "name": u.name,
+        "display": u.display,
+        "disabled": u.disabled,
+        "password": u.has_password,
+        "created_at": u.created_at,
+        "groups": list(u.groups),
+        "keys": [
+            {
+                "fingerprint": k.fingerprint,
+                "algorithm": k.algorithm,
+                "comment": k.comment,
+                "expires_at": k.expires_at,
+                "last_used_at": k.last_used_at,
+            }
+            for k in u.keys
+        ],
+    }
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name (what goes before '+' in the login).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read a password from standard input.")
+    ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", metavar="FILE_OR_TEXT", help="A public key file, '-' or key text."),
+    ] = None,
+    display: Annotated[str | None, typer.Option("--display", help="Display name.")] = None,
+) -> None:
+    """Add a user, optionally with a password and a public key."""
+    key_text = read_key_arg(key) if key is not None else None
+    parsed = parse_public_key(key_text) if key_text is not None else None
+    password_hash = hash_password(read_password(name)) if password_stdin else None
+    cfg = settings(ctx)
+
+    async def go() -> str | None:
+        async with open_store(cfg) as store:
+            await store.add_user(name, password_hash=password_hash, display=display)
+            await audit(
+                store, "user.add", user=name, display=display, password=password_hash is not None
+            )
+            if parsed is None:
+                return None
+            fp = await store.add_key(name, parsed.public_key)
+            await audit(store, "key.add", user=name, fingerprint=fp)
+            return fp
+
+    fp = run(go())
+    say(f"added user {name}" + (f" with key {fp}" if fp else ""))
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List users."""
+    cfg = settings(ctx)
+
+    async def go() -> list[UserInfo]:
+        async with open_store(cfg) as store:
+            return await store.list_users()
+
+    users = run(go())
+    if as_json:
+        print_json([user_json(u) for u in users])
+        return
+    table(
+        ["NAME", "DISPLAY", "STATE", "PASSWORD", "KEYS", "GROUPS", "CREATED"],
+        (
+            [
+                u.name,
+                u.display or "-",
+                "disabled" if u.disabled else "enabled",
+                "yes" if u.has_password else "no",
+                str(len(u.keys)),
+                ",".join(u.groups) or "-",
+                fmt_time(u.created_at),
+            ]
+            for u in users
+        ),
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
+    """Show one user with keys, groups and the grants that apply."""
+    cfg = settings(ctx)
+
+    async def go() -> tuple[UserInfo, list[Grant]]:
+        async with open_store(cfg) as store:
+            return await store.get_user(name), await store.grants_for(name)
+
+    user, grants = run(go())
+    if as_json:
+        data = user_json(user)
+        data["grants"] = [grant_json(g) for g in grants]
+        print_json(data)
+        return
+    say(f"user:      {user.name}")
+    say(f"display:   {user.display or '-'}")
+    say(f"state:     {'DISABLED' if user.disabled else 'enabled'}")
+    say(f"password:  {'set' if user.has_password else 'none'}")
+    say(f"groups:    {', '.join(user.groups) or '-'}")
+    say(f"created:   {fmt_time(user.created_at)}")
+    say("")
+    if user.keys:
+        table(
+            ["FINGERPRINT", "TYPE", "COMMENT", "EXPIRES", "LAST USED"],
+            (
+                [
+                    k.fingerprint,
+                    k.algorithm,
+                    k.comment or "-",
+                    fmt_expiry(k.expires_at),
+                    fmt_time(k.last_used_at, "never"),
+                ]
+                for k in user.keys
+            ),
+            title="keys",
+        )
+    else:
+        say("keys: none")
+    say("")
+    if grants:
+        grant_table(grants, title="grants (own and through groups)")
+    else:
+        say("grants: none (this user can reach no container)")
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, name: str) -> None:
+    """Disable a user: no new logins (keys and grants are kept)."""
+    _set_disabled(ctx, name, True)
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, name: str) -> None:
+    """Enable a disabled user again."""
+    _set_disabled(ctx, name, False)
+
+
+def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.set_disabled(name, disabled)
+            await audit(store, "user.disable" if disabled else "user.enable", user=name)
+
+    run(go())
+    say(f"user {name} {'disabled' if disabled else 'enabled'}")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Remove a user with their keys, memberships and grants."""
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.remove_user(name)
+            await audit(store, "user.remove", user=name)
+
+    run(go())
+    say(f"removed user {name}")
+
+
+@app.command("passwd")
+def passwd(
+    ctx: typer.Context,
+    name: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the new password from standard input.")
+    ] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the password (keys only from now on).")
+    ] = False,
+) -> None:
+    """Set (or clear) a user's password."""
+    if password_stdin == clear:
+        raise InvalidInput("give exactly one of --password-stdin or --clear")
+    password_hash = None if clear else hash_password(read_password(name))
+    cfg = settings(ctx)
+
+    async def go() -> None:
+        async with open_store(cfg) as store:
+            await store.set_password(name, password_hash)
+            await audit(store, "user.passwd", user=name, password=not clear)
+
+    run(go())
+    say(f"password of {name} {'cleared' if clear else 'set'}")
