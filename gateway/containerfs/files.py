@@ -1,0 +1,389 @@
+"""Open files: reads served from one sequential stream, writes into a temporary name.
+
+Reading: a file no larger than ``SMALL_READ`` arrives whole with the open request, through the
+helper shell. A larger one is read by a dedicated process started at the first read: ``tar -c``
+(parsed on the fly by :mod:`gateway.containerfs.tar`) from offset 0, or ``dd`` from any other
+offset. Requests are answered in full (short only at the end of the file); a request ahead of
+the stream by a little is served by skipping, one anywhere else restarts the stream there.
+
+Writing: data first collects in a small buffer; a file that stays small is written by the
+helper in one request, a larger one streams into a dedicated ``dd``. A new file is written under
+a temporary name in the same directory and renamed over the final name on close, so an
+interrupted upload never leaves a partial file under the final name. An existing file is written
+in place (like OpenSSH's sftp-server: inode, owner, mode and links stay).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from gateway.containerfs.errors import FSError
+from gateway.containerfs.helper import OneShot
+from gateway.containerfs.shell import Stat, classify, sq
+from gateway.containerfs.tar import END, TarError, TarMember, TarReader, member_path
+
+if TYPE_CHECKING:
+    from gateway.containerfs.fs import ContainerFS
+
+log = logging.getLogger(__name__)
+
+SMALL_READ = 512 * 1024
+SMALL_WRITE = 256 * 1024
+MAX_READ = 4 * 1024 * 1024
+SKIP_AHEAD = 1024 * 1024
+
+
+class _Source:
+    """A dedicated process producing the file's bytes from ``pos`` on."""
+
+    def __init__(self, shot: OneShot, pos: int, tar_name: bytes | None) -> None:
+        self.shot = shot
+        self.pos = pos
+        self._tar = TarReader() if tar_name is not None else None
+        self._tar_name = tar_name
+        self._member: TarMember | None = None
+        self._member_left = 0
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self.eof = False
+
+    async def _pull(self) -> None:
+        """Add at least one chunk, or reach the end."""
+        while not self.eof:
+            chunk = await self.shot.read()
+            if self._tar is None:
+                if chunk is None:
+                    await self._check_exit()
+                    self.eof = True
+                    return
+                if chunk:
+                    self._chunks.append(chunk)
+                    self._buffered += len(chunk)
+                    return
+                continue
+            if chunk is None:
+                self._tar.feed_eof()
+            else:
+                self._tar.feed(chunk)
+            added = self._drain_tar()
+            if added or self.eof:
+                return
+            if chunk is None:
+                await self._check_exit()
+                raise FSError(errno.EIO, b"", "the tar stream from the container ended early")
+
+    def _drain_tar(self) -> bool:
+        assert self._tar is not None
+        added = False
+        try:
+            while (ev := self._tar.next_event()) is not None:
+                if isinstance(ev, TarMember):
+                    if self._member is not None:
+                        raise TarError("more than one member in the tar stream")
+                    if not ev.is_file or member_path(ev.name) != self._tar_name:
+                        raise TarError("unexpected member in the tar stream")
+                    self._member = ev
+                    self._member_left = ev.size
+                    if ev.size == 0:
+                        self.eof = True
+                elif isinstance(ev, bytes):
+                    if self._member is None:
+                        raise TarError("data before a header in the tar stream")
+                    self._member_left -= len(ev)
+                    self._chunks.append(ev)
+                    self._buffered += len(ev)
+                    added = True
+                    if self._member_left == 0:
+                        self.eof = True
+                elif ev is END:
+                    if self._member is None:
+                        raise FSError(errno.EIO, b"", "the container sent no file content")
+                    self.eof = True
+        except TarError as exc:
+            raise FSError(errno.EIO, b"", f"bad tar stream from the container: {exc}") from None
+        return added
+
+    async def _check_exit(self) -> None:
+        code = await self.shot.wait()
+        if code != 0:
+            text = bytes(self.shot.stderr)
+            raise FSError(
+                classify(text), b"", None if classify(text) != errno.EIO else "read failed"
+            )
+
+    async def take(self, n: int) -> bytes:
+        while self._buffered < n and not self.eof:
+            await self._pull()
+        if not self._chunks:
+            return b""
+        if len(self._chunks[0]) >= n:
+            first = self._chunks[0]
+            if len(first) == n:
+                self._chunks.popleft()
+                out = first
+            else:
+                out = first[:n]
+                self._chunks[0] = first[n:]
+        else:
+            parts: list[bytes] = []
+            need = n
+            while need and self._chunks:
+                c = self._chunks.popleft()
+                if len(c) > need:
+                    parts.append(c[:need])
+                    self._chunks.appendleft(c[need:])
+                    need = 0
+                else:
+                    parts.append(c)
+                    need -= len(c)
+            out = b"".join(parts)
+        self._buffered -= len(out)
+        self.pos += len(out)
+        return out
+
+    async def skip(self, n: int) -> None:
+        while n > 0:
+            got = await self.take(min(n, 256 * 1024))
+            if not got:
+                return
+            n -= len(got)
+
+    async def close(self) -> None:
+        await self.shot.close()
+
+
+class ReadFile:
+    """A file opened for reading."""
+
+    def __init__(
+        self, fs: ContainerFS, path: bytes, target: bytes, st: Stat, data: bytes | None
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.target = target
+        self.st = st
+        self._data = data
+        self._src: _Source | None = None
+        self._last: tuple[int, bytes] | None = None
+        self.nbytes = 0
+        self.closed = False
+
+    async def read(self, offset: int, size: int) -> bytes:
+        size = max(0, min(size, MAX_READ))
+        if self._data is not None:
+            out = self._data[offset : offset + size]
+        else:
+            if self._last is not None and self._last[0] == offset and len(self._last[1]) >= size:
+                return self._last[1][:size]
+            out = await self._read_stream(offset, size)
+            self._last = (offset, out)
+        self.nbytes += len(out)
+        return out
+
+    async def _read_stream(self, offset: int, size: int) -> bytes:
+        src = self._src
+        if src is None or offset < src.pos or offset > src.pos + SKIP_AHEAD:
+            await self._restart(offset)
+            src = self._src
+            assert src is not None
+        elif offset > src.pos:
+            await src.skip(offset - src.pos)
+            if src.pos != offset:  # the file ended before the offset
+                return b""
+        return await src.take(size)
+
+    async def _restart(self, offset: int) -> None:
+        if self._src is not None:
+            old, self._src = self._src, None
+            await old.close()
+        fs = self.fs
+        target = self.target
+        if offset == 0 and fs.has_tool("tar"):
+            folder, _, name = target.rpartition(b"/")
+            line = b"tar -chf - -C " + sq(folder or b"/") + b" -- " + sq(name) + b" </dev/null"
+            shot = await fs.oneshot(line)
+            self._src = _Source(shot, 0, member_path(name))
+        else:
+            line = (
+                b"dd "
+                + sq(b"if=" + target)
+                + b" bs=65536 iflag=skip_bytes "
+                + sq(b"skip=%d" % offset)
+                + b" status=none </dev/null"
+            )
+            shot = await fs.oneshot(line)
+            self._src = _Source(shot, offset, None)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._data = None
+        if self._src is not None:
+            src, self._src = self._src, None
+            await src.close()
+
+    async def abort(self) -> None:
+        await self.close()
+
+
+class WriteFile:
+    """A file opened for writing (and maybe reading)."""
+
+    def __init__(
+        self,
+        fs: ContainerFS,
+        path: bytes,
+        final: bytes,
+        target: bytes,
+        *,
+        temp: bool,
+        excl: bool,
+        append: bool,
+        readable: bool,
+        create_mode: int | None,
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.final = final
+        self.target = target
+        self.temp = temp
+        self.excl = excl
+        self.append = append
+        self.readable = readable
+        # chmod to apply before the rename (a new file's requested mode); None: leave it
+        self.create_mode = create_mode
+        self._pending = bytearray()
+        self._pending_start = 0
+        self._writer: OneShot | None = None
+        self._writer_pos = 0
+        self.nbytes = 0
+        self.closed = False
+
+    # Writing ---------------------------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.closed:
+            raise FSError(errno.EBADF, self.path)
+        n = len(data)
+        self.nbytes += n
+        if self._writer is not None:
+            if self.append or offset == self._writer_pos:
+                await self._writer.write(data)
+                self._writer_pos += n
+                return n
+            await self._finish_writer()
+        if self._pending and (self.append or offset == self._pending_start + len(self._pending)):
+            self._pending += data
+        else:
+            if self._pending:
+                await self._flush_pending()
+            self._pending_start = offset
+            self._pending = bytearray(data)
+        if len(self._pending) > SMALL_WRITE:
+            await self._start_writer()
+        return n
+
+    async def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        data = bytes(self._pending)
+        self._pending = bytearray()
+        code, body = await self.fs.helper.call(
+            "q_put", self.target, self._pending_start, len(data), 1 if self.append else 0, data=data
+        )
+        if code != 0:
+            raise FSError(classify(body), self.path)
+
+    async def _start_writer(self) -> None:
+        start = self._pending_start
+        if self.append:
+            flags = b" oflag=append conv=notrunc"
+        else:
+            flags = b" oflag=seek_bytes " + sq(b"seek=%d" % start) + b" conv=notrunc"
+        line = b"dd " + sq(b"of=" + self.target) + b" bs=65536" + flags + b" status=none"
+        self._writer = await self.fs.oneshot(line)
+        self._writer_pos = start
+        data = bytes(self._pending)
+        self._pending = bytearray()
+        await self._writer.write(data)
+        self._writer_pos += len(data)
+
+    async def _finish_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.write_eof()
+        code = await writer.finish()
+        if code != 0:
+            raise FSError(classify(bytes(writer.stderr)), self.path)
+
+    async def flush(self) -> None:
+        await self._finish_writer()
+        await self._flush_pending()
+
+    # Other operations on the handle ------------------------------------------------------------
+
+    async def read(self, offset: int, size: int) -> bytes:
+        if not self.readable:
+            raise FSError(errno.EBADF, self.path, "the file is not open for reading")
+        await self.flush()
+        size = max(0, min(size, MAX_READ))
+        code, body = await self.fs.helper.call(
+            "q_read", self.target, offset, size, limit=size + 1024
+        )
+        if code != 0:
+            raise FSError(errno.EIO, self.path, "read failed")
+        return body
+
+    async def fstat(self) -> Stat:
+        await self.flush()
+        return await self.fs.raw_stat(self.target, self.path)
+
+    async def setstat(
+        self,
+        *,
+        size: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int | None = None,
+        atime: int | None = None,
+        mtime: int | None = None,
+    ) -> None:
+        await self.flush()
+        if mode is not None:
+            self.create_mode = None  # an explicit mode wins over the one asked at open
+        await self.fs.raw_setstat(self.target, self.path, True, size, uid, gid, mode, atime, mtime)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            await self.flush()
+        except BaseException:
+            await self.abort()
+            raise
+        self.closed = True
+        if not self.temp:
+            return
+        mode = b"%o" % self.create_mode if self.create_mode is not None else b""
+        code, body = await self.fs.helper.call(
+            "q_commit", self.target, self.final, mode, 1 if self.excl else 0
+        )
+        if code != 0:
+            raise FSError(classify(body), self.path)
+
+    async def abort(self) -> None:
+        """Give up: stop the stream, remove the temporary file (a new file never appears)."""
+        self.closed = True
+        self._pending = bytearray()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.write_eof()
+            await writer.close()
+        if self.temp:
+            try:
+                await self.fs.helper.call("q_discard", self.target, timeout=30.0)
+            except FSError as exc:
+                log.debug("cannot remove %r: %s", self.target, exc)

@@ -1,0 +1,389 @@
+"""A container's file system, seen through processes exec'd inside it as the session's login.
+
+Every operation runs in the container with the login's own uid, so the container's permissions
+decide (a non-root login cannot read /root/secret). Metadata goes through one long-lived helper
+shell per session (:class:`~gateway.containerfs.helper.ShellHelper`); file content through the
+helper for small files and dedicated ``tar``/``dd`` processes for large ones
+(:mod:`gateway.containerfs.files`).
+
+Paths are bytes. Relative paths are taken from the session's start directory (the login's home).
+With path prefixes (a grant's ``paths``), every path is first resolved inside the container
+(``..`` and symlinks, physically) and checked with :func:`gateway.policy.path_allowed`;
+operations on a link itself (lstat, remove, rename, ...) resolve only its parent directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import stat as statmod
+from dataclasses import dataclass
+
+from gateway.containerfs.errors import FSError
+from gateway.containerfs.files import SMALL_READ, ReadFile, WriteFile
+from gateway.containerfs.helper import LIST_LIMIT, HelperInfo, OneShot, ShellHelper
+from gateway.containerfs.shell import Stat, classify, parse_listing, parse_stat
+from gateway.engines.docker import Container, DockerEngine
+from gateway.policy import normalize_prefix, path_allowed
+
+log = logging.getLogger(__name__)
+
+OUTSIDE = "outside the paths this grant allows"
+
+
+def _text(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class VFSStat:
+    bsize: int
+    frsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    fsid: int
+    namemax: int
+
+
+class ContainerFS:
+    """File operations inside one container as one login (one instance per SFTP/SCP session)."""
+
+    def __init__(
+        self,
+        engine: DockerEngine,
+        container: Container,
+        login: str,
+        paths: tuple[str, ...] = (),
+    ) -> None:
+        self.engine = engine
+        self.container = container
+        self.login = login
+        self.paths = tuple(normalize_prefix(p) for p in paths)
+        self.helper = ShellHelper(engine, container.id, login)
+        self._cwd: bytes | None = None
+        self._names: tuple[dict[int, str], dict[int, str]] | None = None
+        self._open: set[ReadFile | WriteFile] = set()
+
+    # Session ---------------------------------------------------------------------------------
+
+    async def start(self) -> HelperInfo:
+        info = await self.helper.start()
+        if self._cwd is None:
+            self._cwd = await self._start_dir(info.home)
+        return info
+
+    async def _start_dir(self, home: bytes) -> bytes:
+        if not self.paths:
+            return home
+        try:
+            real = await self.resolve(home, True)
+            if path_allowed(self.paths, _text(real)):
+                return real
+        except FSError:
+            pass
+        return self.paths[0].encode("utf-8", "surrogateescape")
+
+    @property
+    def cwd(self) -> bytes:
+        return self._cwd or b"/"
+
+    @property
+    def umask(self) -> int:
+        info = self.helper.info
+        return info.umask if info is not None else 0o022
+
+    def has_tool(self, name: str) -> bool:
+        info = self.helper.info
+        return info is not None and name in info.tools
+
+    async def close(self) -> None:
+        """Abort open files (temporary files are removed) and stop the helper."""
+        for f in list(self._open):
+            try:
+                await f.abort()
+            except FSError as exc:
+                log.debug("abort %r: %s", f.path, exc)
+        self._open.clear()
+        await self.helper.close()
+
+    async def oneshot(self, line: bytes) -> OneShot:
+        return await OneShot.start(self.engine, self.container.id, self.login, line)
+
+    # Paths -----------------------------------------------------------------------------------
+
+    def abspath(self, path: bytes) -> bytes:
+        if b"\0" in path:
+            raise FSError(errno.EINVAL, path.replace(b"\0", b"?"), "invalid file name")
+        if not path:
+            path = b"."
+        if not path.startswith(b"/"):
+            path = posixpath.join(self.cwd, path)
+        return path
+
+    async def resolve(self, path: bytes, follow: bool) -> bytes:
+        """The physical path inside the container (the last component need not exist)."""
+        p = self.abspath(path)
+        code, body = await self.helper.call("q_real", p, 1 if follow else 0)
+        if code != 0:
+            raise FSError(classify(body), path)
+        return body
+
+    async def _checked(self, path: bytes, follow: bool) -> bytes:
+        """The path to operate on; with path prefixes, resolved and checked."""
+        p = self.abspath(path)
+        if not self.paths:
+            return p
+        real = await self.resolve(p, follow)
+        if not path_allowed(self.paths, _text(real)):
+            raise FSError(errno.EACCES, path, OUTSIDE)
+        return real
+
+    def allowed(self, real: bytes) -> bool:
+        return path_allowed(self.paths, _text(real))
+
+    async def realpath(self, path: bytes) -> bytes:
+        return await self.resolve(path, True)
+
+    # Metadata --------------------------------------------------------------------------------
+
+    async def raw_stat(self, real: bytes, shown: bytes, follow: bool = True) -> Stat:
+        code, body = await self.helper.call("q_stat" if follow else "q_lstat", real)
+        if code != 0:
+            raise FSError(classify(body), shown)
+        return parse_stat(body)
+
+    async def stat(self, path: bytes, follow: bool = True) -> Stat:
+        return await self.raw_stat(await self._checked(path, follow), path, follow)
+
+    async def listdir(self, path: bytes) -> list[tuple[bytes, Stat]]:
+        real = await self._checked(path, True)
+        code, body = await self.helper.call("q_list", real, limit=LIST_LIMIT, timeout=600.0)
+        if code != 0:
+            raise FSError(classify(body), path)
+        entries = parse_listing(body)
+        if self.paths:
+            parent = posixpath.dirname(real.rstrip(b"/")) or b"/"
+            if not self.allowed(parent):
+                entries = [e for e in entries if e[0] != b".."]
+        return entries
+
+    async def mkdir(self, path: bytes, mode: int | None) -> None:
+        real = await self._checked(path, False)
+        perms = (0o777 if mode is None else mode) & 0o7777 & ~self.umask
+        await self._simple("q_mkdir", path, real, b"%o" % perms)
+
+    async def rmdir(self, path: bytes) -> None:
+        await self._simple("q_rmdir", path, await self._checked(path, False))
+
+    async def remove(self, path: bytes) -> None:
+        await self._simple("q_rm", path, await self._checked(path, False))
+
+    async def rename(self, old: bytes, new: bytes, overwrite: bool) -> None:
+        src = await self._checked(old, False)
+        dst = await self._checked(new, False)
+        code, body = await self.helper.call("q_mv", src, dst, 0 if overwrite else 1)
+        if code != 0:
+            err = classify(body)
+            raise FSError(err, new if err == errno.EEXIST else old)
+
+    async def symlink(self, target: bytes, linkpath: bytes) -> None:
+        if b"\0" in target:
+            raise FSError(errno.EINVAL, linkpath, "invalid link target")
+        await self._simple("q_symlink", linkpath, target, await self._checked(linkpath, False))
+
+    async def link(self, old: bytes, new: bytes) -> None:
+        src = await self._checked(old, False)
+        dst = await self._checked(new, False)
+        await self._simple("q_link", new, src, dst)
+
+    async def readlink(self, path: bytes) -> bytes:
+        real = await self._checked(path, False)
+        code, body = await self.helper.call("q_readlink", real)
+        if code != 0:
+            raise FSError(classify(body), path)
+        return body[:-1] if body.endswith(b"\n") else body
+
+    async def raw_setstat(
+        self,
+        real: bytes,
+        shown: bytes,
+        follow: bool,
+        size: int | None,
+        uid: int | None,
+        gid: int | None,
+        mode: int | None,
+        atime: int | None,
+        mtime: int | None,
+    ) -> None:
+        def opt(v: int | None, fmt: bytes = b"%d") -> bytes:
+            return b"" if v is None else fmt % v
+
+        if size is not None and size < 0:
+            raise FSError(errno.EINVAL, shown)
+        code, body = await self.helper.call(
+            "q_setstat",
+            real,
+            1 if follow else 0,
+            opt(size),
+            opt(uid),
+            opt(gid),
+            opt(None if mode is None else mode & 0o7777, b"%o"),
+            opt(atime),
+            opt(mtime),
+        )
+        if code != 0:
+            raise FSError(classify(body), shown)
+
+    async def setstat(
+        self,
+        path: bytes,
+        *,
+        follow: bool = True,
+        size: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int | None = None,
+        atime: int | None = None,
+        mtime: int | None = None,
+    ) -> None:
+        real = await self._checked(path, follow)
+        await self.raw_setstat(real, path, follow, size, uid, gid, mode, atime, mtime)
+
+    async def statvfs(self, path: bytes) -> VFSStat:
+        real = await self._checked(path, True)
+        code, body = await self.helper.call("q_statvfs", real)
+        if code != 0:
+            raise FSError(classify(body), path)
+        try:
+            f = body.split()
+            return VFSStat(
+                bsize=int(f[0]),
+                frsize=int(f[1]),
+                blocks=int(f[2]),
+                bfree=int(f[3]),
+                bavail=int(f[4]),
+                files=int(f[5]),
+                ffree=int(f[6]),
+                fsid=int(f[7], 16),
+                namemax=int(f[8]),
+            )
+        except (IndexError, ValueError):
+            raise FSError(errno.EIO, path, "unexpected answer from the container") from None
+
+    async def _simple(self, func: str, shown: bytes, *args: bytes) -> None:
+        code, body = await self.helper.call(func, *args)
+        if code != 0:
+            raise FSError(classify(body), shown)
+
+    # Names of users and groups (for listings) ----------------------------------------------
+
+    async def names(self) -> tuple[dict[int, str], dict[int, str]]:
+        """uid -> name and gid -> name from the container's /etc/passwd and /etc/group."""
+        if self._names is None:
+            users = await self._id_map(b"/etc/passwd")
+            groups = await self._id_map(b"/etc/group")
+            self._names = (users, groups)
+        return self._names
+
+    async def _id_map(self, path: bytes) -> dict[int, str]:
+        out: dict[int, str] = {}
+        try:
+            code, body = await self.helper.call("q_cat", path, 1 << 20, limit=(1 << 20) + 1024)
+        except FSError:
+            return out
+        if code != 0:
+            return out
+        for line in body.splitlines():
+            parts = line.split(b":")
+            if len(parts) < 3 or not parts[2].isdigit():
+                continue
+            name = parts[0].decode("utf-8", "replace")
+            if name and name.isprintable() and " " not in name:
+                out.setdefault(int(parts[2]), name)
+        return out
+
+    # Files -----------------------------------------------------------------------------------
+
+    async def open_read(self, path: bytes) -> ReadFile:
+        real = await self._checked(path, True)
+        code, body = await self.helper.call("q_open_r", real, SMALL_READ, limit=SMALL_READ + 4096)
+        if code != 0:
+            if code == 2:
+                raise FSError(errno.EIO, path, "read failed")
+            err = classify(body)
+            text = body.strip().splitlines()
+            detail = "not a regular file" if text and text[-1] == b"Not a regular file" else None
+            raise FSError(err, path, detail)
+        line, _, data = body.partition(b"\n")
+        st = parse_stat(line)
+        content: bytes | None = None
+        if st.size <= SMALL_READ and len(data) <= SMALL_READ:
+            content = data  # the whole file (it may have changed size since the stat)
+        f = ReadFile(self, path, real, st, content)
+        self._open.add(f)
+        return f
+
+    async def open_write(
+        self,
+        path: bytes,
+        *,
+        create: bool,
+        truncate: bool,
+        exclusive: bool,
+        append: bool,
+        readable: bool,
+        mode: int | None,
+    ) -> WriteFile:
+        real = await self._checked(path, True)
+        if real.endswith(b"/"):
+            raise FSError(errno.EISDIR, path)
+        folder, _, _ = real.rpartition(b"/")
+        tmp = (folder or b"") + b"/.sshgw-" + os.urandom(6).hex().encode() + b".tmp"
+        flags = (
+            (b"c" if create else b"") + (b"e" if exclusive else b"") + (b"t" if truncate else b"")
+        )
+        code, body = await self.helper.call("q_open_w", real, tmp, flags)
+        if code != 0:
+            raise FSError(classify(body), path)
+        if body.startswith(b"E "):
+            st = parse_stat(body[2:].strip())
+            if statmod.S_ISDIR(st.mode):
+                raise FSError(errno.EISDIR, path)
+            f = WriteFile(
+                self,
+                path,
+                real,
+                real,
+                temp=False,
+                excl=False,
+                append=append,
+                readable=readable,
+                create_mode=None,
+            )
+        else:
+            create_mode: int | None = None
+            if mode is not None:
+                want = mode & 0o7777 & ~self.umask
+                if want != 0o666 & ~self.umask:
+                    create_mode = want
+            f = WriteFile(
+                self,
+                path,
+                real,
+                tmp,
+                temp=True,
+                excl=exclusive,
+                append=append,
+                readable=readable,
+                create_mode=create_mode,
+            )
+        self._open.add(f)
+        return f
+
+    def forget(self, f: ReadFile | WriteFile) -> None:
+        self._open.discard(f)

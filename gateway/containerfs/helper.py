@@ -1,0 +1,268 @@
+"""Processes inside the container: the long-lived helper shell and one-shot data streams."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.containerfs.errors import ContainerGone, FSError, NoShell
+from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command
+from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream
+from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
+
+log = logging.getLogger(__name__)
+
+EXEC_ENV: Mapping[str, str] = {"LC_ALL": "C"}
+# Metadata answers are small; listings are bounded here (about 600 000 entries).
+DEFAULT_LIMIT = 1 << 20
+LIST_LIMIT = 64 << 20
+STDERR_KEEP = 4096
+# "exec: not found" style failures of the runtime come back as 126/127.
+_NOT_FOUND_CODES = (126, 127)
+
+
+@dataclass(frozen=True, slots=True)
+class HelperInfo:
+    home: bytes
+    umask: int
+    tools: frozenset[str]
+
+
+async def _start_exec(
+    engine: DockerEngine, container_id: str, login: str, script: str
+) -> ExecStream:
+    try:
+        return await engine.exec(
+            container_id, ["sh", "-c", script], user=login, env=EXEC_ENV, workdir="/"
+        )
+    except NoSuchContainer:
+        raise ContainerGone("the container is gone") from None
+    except ExecFailed as exc:
+        raise FSError(errno.EIO, b"", exc.user_message) from None
+    except EngineUnavailable as exc:
+        raise ContainerGone(exc.user_message) from None
+
+
+def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
+    text = out.decode("utf-8", "replace").strip().splitlines()
+    last = text[-1] if text else ""
+    if code in _NOT_FOUND_CODES or "executable file not found" in last or "no such file" in last:
+        return NoShell("file transfer needs /bin/sh in the container, and this image has none")
+    if "unable to find user" in last or "no matching entries in passwd" in last:
+        return FSError(errno.EACCES, b"", f"login {login!r} does not exist in the container")
+    return ContainerGone(f"cannot start the file helper in the container ({last[:200] or code})")
+
+
+class ShellHelper:
+    """One ``sh`` per session answering requests (see :mod:`gateway.containerfs.shell`)."""
+
+    def __init__(self, engine: DockerEngine, container_id: str, login: str) -> None:
+        self.engine = engine
+        self.container_id = container_id
+        self.login = login
+        self._stream: ExecStream | None = None
+        self._buf = bytearray()
+        self._lock = asyncio.Lock()
+        self._stderr = bytearray()
+        self._closed = False
+        self.info: HelperInfo | None = None
+        self.requests = 0
+        self._dead: tuple[ExecStream | None, bytes] = (None, b"")
+
+    async def start(self) -> HelperInfo:
+        async with self._lock:
+            return await self._start()
+
+    async def _start(self) -> HelperInfo:
+        if self._closed:
+            raise ContainerGone("the file session has ended")
+        if self._stream is not None and self.info is not None:
+            return self.info
+        self._buf.clear()
+        self._stderr.clear()
+        self._stream = await _start_exec(self.engine, self.container_id, self.login, HELPER_SCRIPT)
+        try:
+            code, body = await self._call_locked(b"q_init", DEFAULT_LIMIT, 60.0)
+        except ContainerGone:
+            dead, output = self._dead
+            exit_code: int | None = None
+            if dead is not None:
+                try:
+                    exit_code = await dead.wait(timeout=5.0)
+                except EngineUnavailable:
+                    exit_code = None
+            raise _start_failure(exit_code, output + bytes(self._stderr), self.login) from None
+        if code != 0:
+            await self._kill()
+            raise ContainerGone("the file helper did not start")
+        umask_line, _, rest = body.partition(b"\n")
+        tools_line, _, home = rest.partition(b"\n")
+        try:
+            umask = int(umask_line.strip() or b"22", 8)
+        except ValueError:
+            umask = 0o022
+        home = home if home.startswith(b"/") else b"/"
+        self.info = HelperInfo(
+            home=home,
+            umask=umask,
+            tools=frozenset(t.decode("ascii", "replace") for t in tools_line.split()),
+        )
+        return self.info
+
+    async def call(
+        self,
+        func: str,
+        *args: bytes | str | int,
+        data: bytes | None = None,
+        limit: int = DEFAULT_LIMIT,
+        timeout: float = 120.0,
+    ) -> tuple[int, bytes]:
+        """Run ``func(args)`` in the helper; (status, output). ``data`` follows the request line."""
+        line = command(func, *args)
+        async with self._lock:
+            if self._stream is None or self.info is None:
+                await self._start()
+            self.requests += 1
+            return await self._call_locked(line, limit, timeout, data)
+
+    async def _call_locked(
+        self, line: bytes, limit: int, timeout: float, data: bytes | None = None
+    ) -> tuple[int, bytes]:
+        stream = self._stream
+        if stream is None:
+            raise ContainerGone()
+        nonce = os.urandom(8).hex().encode()
+        mark = b"\0" + nonce + b" "
+        try:
+            async with asyncio.timeout(timeout):
+                await stream.write(b"T=" + nonce + b"; " + line + b"\n")
+                if data:
+                    await stream.write(data)
+                buf = self._buf
+                start = 0
+                while True:
+                    i = buf.find(mark, start)
+                    if i >= 0:
+                        j = buf.find(b"\n", i + len(mark))
+                        if j >= 0:
+                            status_text = bytes(buf[i + len(mark) : j])
+                            body = bytes(buf[:i])
+                            del buf[: j + 1]
+                            try:
+                                return int(status_text), body
+                            except ValueError:
+                                raise ContainerGone("garbled answer from the container") from None
+                    elif len(buf) > limit + len(mark) + 32:
+                        raise FSError(errno.EFBIG, b"", "the container's answer is too large")
+                    start = max(0, len(buf) - len(mark) - 32)
+                    msg = await stream.read()
+                    if msg is None:
+                        raise ContainerGone()
+                    kind, chunk = msg
+                    if kind == STDOUT:
+                        buf += chunk
+                    elif kind == STDERR and len(self._stderr) < STDERR_KEEP:
+                        self._stderr += chunk[: STDERR_KEEP - len(self._stderr)]
+        except TimeoutError:
+            await self._kill()
+            raise FSError(errno.ETIMEDOUT, b"", "the container did not answer in time") from None
+        except BaseException:
+            # Out of step with the shell (or it is gone): a fresh one starts on the next call.
+            await self._kill()
+            raise
+
+    async def _kill(self) -> None:
+        stream, self._stream = self._stream, None
+        self.info = None
+        self._dead = (stream, bytes(self._buf[:STDERR_KEEP]))
+        self._buf.clear()
+        if stream is not None:
+            stream.write_eof()
+            await stream.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            await self._kill()
+
+
+class OneShot:
+    """A dedicated process for one data stream: the first stdin line is the command."""
+
+    def __init__(self, stream: ExecStream) -> None:
+        self._stream = stream
+        self.stderr = bytearray()
+        self.exit_code: int | None = None
+        self._eof = False
+
+    @classmethod
+    async def start(
+        cls,
+        engine: DockerEngine,
+        container_id: str,
+        login: str,
+        line: bytes,
+    ) -> OneShot:
+        """Start ``line`` (a shell command line built with :func:`~.shell.sq`)."""
+        if b"\n" in line:
+            raise ValueError("a one-shot command is one line")
+        stream = await _start_exec(engine, container_id, login, ONESHOT_SCRIPT)
+        shot = cls(stream)
+        try:
+            await stream.write(line + b"\n")
+        except BaseException:
+            await stream.close()
+            raise
+        return shot
+
+    async def read(self) -> bytes | None:
+        """The next piece of stdout; None at the end of output."""
+        while not self._eof:
+            msg = await self._stream.read()
+            if msg is None:
+                self._eof = True
+                return None
+            kind, chunk = msg
+            if kind == STDOUT:
+                return chunk
+            if len(self.stderr) < STDERR_KEEP:
+                self.stderr += chunk[: STDERR_KEEP - len(self.stderr)]
+        return None
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write(data)
+        except EngineUnavailable:
+            raise ContainerGone("the write stream into the container broke") from None
+
+    def write_eof(self) -> None:
+        self._stream.write_eof()
+
+    async def finish(self, timeout: float = 120.0) -> int:
+        """Drain the output and return the exit code."""
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.read() is not None:
+                    pass
+                self.exit_code = await self._stream.wait(timeout=timeout)
+        except TimeoutError:
+            raise FSError(errno.ETIMEDOUT, b"", "the container did not finish in time") from None
+        except EngineUnavailable as exc:
+            raise ContainerGone(exc.user_message) from None
+        finally:
+            await self._stream.close()
+        return self.exit_code
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        try:
+            self.exit_code = await self._stream.wait(timeout=timeout)
+        except EngineUnavailable as exc:
+            raise ContainerGone(exc.user_message) from None
+        return self.exit_code
+
+    async def close(self) -> None:
+        await self._stream.close()

@@ -1,0 +1,401 @@
+"""The shell side of containerfs: the helper script, request quoting, response parsing. Pure.
+
+A long-lived ``sh`` exec per session (running as the session's login, so the container's own
+permissions apply) reads one request per line and ``eval``s it; each request is a call of one of
+the ``q_*`` functions below with single-quoted arguments. Every response is the function's output
+followed by a trailer ``\\0<nonce> <status>\\n``, where the nonce is fresh for every request: file
+names (which may hold newlines and any byte but NUL and ``/``) and file content (which may hold
+anything) can therefore travel unescaped. Requests never pipeline, so a command that reads
+request data from stdin (``q_put``) can never swallow the next request.
+
+Works with dash, bash and busybox ash, with GNU coreutils/findutils and busybox applets; a tool
+that is not linked in a busybox image is reached through ``busybox TOOL`` (except ``tar``, whose
+absence is what switches file content to ``dd``). Everything runs with ``LC_ALL=C``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat as statmod
+from dataclasses import dataclass
+from typing import Final
+
+# The stat(1) format shared by every query: raw mode (hex), uid, gid, size, atime, mtime, links.
+STAT_FORMAT: Final = "%f %u %g %s %X %Y %h"
+
+TOOLS: Final = (
+    "stat",
+    "find",
+    "dd",
+    "mv",
+    "ln",
+    "mkdir",
+    "rmdir",
+    "rm",
+    "chmod",
+    "chown",
+    "touch",
+    "readlink",
+    "truncate",
+    "cat",
+)
+
+HELPER_SCRIPT: Final = r"""
+N='
+'
+F='%f %u %g %s %X %Y %h'
+unset CDPATH
+for _c in TOOLS_LIST; do
+  command -v "$_c" >/dev/null 2>&1 || {
+    command -v busybox >/dev/null 2>&1 && eval "$_c() { busybox $_c \"\$@\"; }"
+  }
+done
+_t() { printf '\0%s %s\n' "$T" "$1"; }
+_x() { "$@" 2>&1 </dev/null; _t $?; }
+_why() {
+  if _w=$(stat -L -c %F -- "$1" 2>&1 </dev/null); then
+    case $_w in directory) echo 'Permission denied' ;; *) echo 'Not a directory' ;; esac
+  else
+    printf '%s\n' "$_w"
+  fi
+}
+_res() {
+  _p=$1 _i=0
+  while :; do
+    while :; do case $_p in / | '') break ;; */) _p=${_p%/} ;; *) break ;; esac; done
+    if [ -z "$_p" ] || [ "$_p" = / ]; then R=/; return 0; fi
+    _d=${_p%/*} _b=${_p##*/}
+    [ -n "$_d" ] || _d=/
+    case $_b in . | ..) _d=$_p _b= ;; esac
+    cd -P "$_d" 2>/dev/null || { _why "$_d"; return 1; }
+    if [ -z "$_b" ]; then R=$PWD; return 0; fi
+    if [ "$2" = 1 ] && [ -L "$_b" ]; then
+      _i=$((_i + 1))
+      [ $_i -le 40 ] || { echo 'Too many levels of symbolic links'; return 1; }
+      _l=$(readlink -- "$_b" </dev/null; echo x) || { echo 'Input/output error'; return 1; }
+      _l=${_l%"$N"x}
+      case $_l in /*) _p=$_l ;; *) _p=$PWD/$_l ;; esac
+      continue
+    fi
+    case $PWD in /) R=/$_b ;; *) R=$PWD/$_b ;; esac
+    return 0
+  done
+}
+q_init() {
+  umask
+  for _c in TOOLS_LIST tar busybox; do
+    command -v "$_c" >/dev/null 2>&1 && printf '%s ' "$_c"
+  done
+  echo
+  printf '%s' "$HOME"
+  _t 0
+}
+q_real() { if _res "$1" "$2"; then printf '%s' "$R"; _t 0; else _t 1; fi; cd /; }
+q_lstat() { _x stat -c "$F" -- "$1"; }
+q_stat() { _x stat -L -c "$F" -- "$1"; }
+q_list() {
+  cd -P "$1" 2>/dev/null || { _why "$1"; _t 1; return; }
+  if [ ! -r . ]; then echo 'Permission denied'; _t 1; cd /; return; fi
+  stat -c "$F %n" -- . .. 2>/dev/null </dev/null
+  if command -v find >/dev/null 2>&1; then
+    find . -mindepth 1 -maxdepth 1 -exec stat -c "$F %n" -- {} + 2>/dev/null </dev/null
+  else
+    stat -c "$F %n" -- ./* ./.[!.]* ./..?* 2>/dev/null </dev/null
+  fi
+  _t 0
+  cd /
+}
+q_open_r() {
+  _s=$(stat -L -c "$F" -- "$1" 2>&1 </dev/null) || { printf '%s\n' "$_s"; _t 1; return; }
+  set -- "$1" "$2" $_s
+  case $((0x$3 & 61440)) in
+    16384) echo 'Is a directory'; _t 1; return ;;
+    4096 | 49152) echo 'Not a regular file'; _t 1; return ;;
+  esac
+  [ -r "$1" ] || { echo 'Permission denied'; _t 1; return; }
+  printf '%s\n' "$_s"
+  if [ "$6" -le "$2" ]; then
+    dd if="$1" bs=65536 iflag=count_bytes count=$(($2 + 1)) 2>/dev/null </dev/null || { _t 2; return; }
+  fi
+  _t 0
+}
+q_read() {
+  dd if="$1" bs=65536 iflag=skip_bytes,count_bytes skip="$2" count="$3" 2>/dev/null </dev/null
+  _t $?
+}
+q_open_w() {
+  if [ -e "$1" ] || [ -L "$1" ]; then
+    case $3 in *e*) echo 'File exists'; _t 1; return ;; esac
+    if [ -L "$1" ] && [ ! -e "$1" ]; then
+      { : >>"$1"; } 2>&1 || { _t 1; return; }
+    fi
+    if [ -d "$1" ]; then echo 'Is a directory'; _t 1; return; fi
+    [ -w "$1" ] || { echo 'Permission denied'; _t 1; return; }
+    case $3 in *t*) { : >"$1"; } 2>&1 || { _t 1; return; } ;; esac
+    _s=$(stat -L -c "$F" -- "$1" 2>&1 </dev/null) || { printf '%s\n' "$_s"; _t 1; return; }
+    printf 'E %s\n' "$_s"
+    _t 0
+  else
+    case $3 in *c*) ;; *) echo 'No such file or directory'; _t 1; return ;; esac
+    set -C
+    { : >"$2"; } 2>&1
+    _r=$?
+    set +C
+    [ $_r -eq 0 ] && echo N
+    _t $_r
+  fi
+}
+q_put() {
+  if [ "$4" = 1 ]; then
+    dd of="$1" bs=65536 iflag=count_bytes,fullblock count="$3" oflag=append conv=notrunc status=none 2>&1
+  else
+    dd of="$1" bs=65536 iflag=count_bytes,fullblock count="$3" oflag=seek_bytes seek="$2" conv=notrunc status=none 2>&1
+  fi
+  _t $?
+}
+q_commit() {
+  if [ -n "$3" ]; then
+    chmod "$3" -- "$1" 2>&1 </dev/null || { rm -f -- "$1"; _t 1; return; }
+  fi
+  if [ -d "$2" ] && [ ! -L "$2" ]; then
+    echo 'Is a directory'; rm -f -- "$1" </dev/null; _t 1; return
+  fi
+  if [ "$4" = 1 ]; then
+    if ln -- "$1" "$2" 2>/dev/null </dev/null; then rm -f -- "$1" </dev/null; _t 0; return; fi
+    if [ -e "$2" ] || [ -L "$2" ]; then echo 'File exists'; rm -f -- "$1"; _t 1; return; fi
+  fi
+  if [ "$MVT" = 1 ]; then mv -f -T -- "$1" "$2" 2>&1 </dev/null; else mv -f -- "$1" "$2" 2>&1 </dev/null; fi
+  _r=$?
+  [ $_r -eq 0 ] || rm -f -- "$1" </dev/null
+  _t $_r
+}
+q_discard() { rm -f -- "$@" </dev/null 2>&1; _t 0; }
+q_rm() {
+  if [ -d "$1" ] && [ ! -L "$1" ]; then echo 'Is a directory'; _t 1; return; fi
+  _x rm -- "$1"
+}
+q_rmdir() { _x rmdir -- "$1"; }
+q_mkdir() { _x mkdir -m "$2" -- "$1"; }
+q_mv() {
+  if [ "$3" = 1 ] && { [ -e "$2" ] || [ -L "$2" ]; }; then echo 'File exists'; _t 1; return; fi
+  if [ "$MVT" = 1 ]; then _x mv -f -T -- "$1" "$2"; else _x mv -f -- "$1" "$2"; fi
+}
+q_symlink() { _x ln -s -- "$1" "$2"; }
+q_link() { _x ln -- "$1" "$2"; }
+q_readlink() {
+  if [ ! -L "$1" ]; then
+    if [ -e "$1" ]; then echo 'Invalid argument'; else _why "$1"; fi
+    _t 1; return
+  fi
+  _x readlink -- "$1"
+}
+q_setstat() {
+  _h=
+  [ "$2" = 1 ] || _h=-h
+  if [ -n "$3" ]; then
+    if command -v truncate >/dev/null 2>&1; then
+      truncate -s "$3" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+    else
+      dd if=/dev/null of="$1" bs=1 seek="$3" count=0 status=none 2>&1 </dev/null || { _t 1; return; }
+    fi
+  fi
+  if [ -n "$4$5" ]; then
+    if [ -n "$4" ]; then _o=$4${5:+:$5}; else _o=:$5; fi
+    chown $_h -- "$_o" "$1" 2>&1 </dev/null || { _t 1; return; }
+  fi
+  if [ -n "$6" ] && { [ -z "$_h" ] || [ ! -L "$1" ]; }; then
+    chmod "$6" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+  fi
+  if [ -n "$8" ]; then
+    if [ "$7" = "$8" ]; then
+      touch -c $_h -d "@$8" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+    else
+      touch -c $_h -m -d "@$8" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+      [ -z "$7" ] || touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+    fi
+  elif [ -n "$7" ]; then
+    touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+  fi
+  _t 0
+}
+q_statvfs() { _x stat -f -c '%s %S %b %f %a %c %d %i %l' -- "$1"; }
+q_cat() { dd if="$1" bs=65536 iflag=count_bytes count="$2" 2>/dev/null </dev/null; _t $?; }
+MVT=0
+mv -T --help >/dev/null 2>&1 </dev/null && MVT=1
+cd /
+while IFS= read -r _l; do eval "$_l"; done
+""".replace("TOOLS_LIST", " ".join(TOOLS))
+
+# A one-shot exec (a dedicated data stream): the first stdin line is the command to run. Names
+# travel on stdin, never in argv: argv goes through JSON, which cannot carry non-UTF-8 bytes.
+ONESHOT_SCRIPT: Final = r"""
+N='
+'
+command -v dd >/dev/null 2>&1 || { command -v busybox >/dev/null 2>&1 && dd() { busybox dd "$@"; }; }
+IFS= read -r _l && eval "$_l"
+"""
+
+
+def sq(value: bytes | str | int) -> bytes:
+    """One shell word: single-quoted, newlines spliced in as ``"$N"``."""
+    if isinstance(value, int):
+        return b"%d" % value
+    raw = value.encode() if isinstance(value, str) else value
+    if b"\0" in raw:
+        raise ValueError("NUL byte in a shell argument")
+    return b"'" + raw.replace(b"'", b"'\\''").replace(b"\n", b"'\"$N\"'") + b"'"
+
+
+def command(func: str, *args: bytes | str | int) -> bytes:
+    """The request line for ``func`` (without the nonce and the newline)."""
+    return b" ".join([func.encode(), *(sq(a) for a in args)])
+
+
+# Responses ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    mode: int  # st_mode, file type bits included
+    uid: int
+    gid: int
+    size: int
+    atime: int
+    mtime: int
+    nlink: int
+
+    @property
+    def is_dir(self) -> bool:
+        return statmod.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return statmod.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return statmod.S_ISLNK(self.mode)
+
+
+_FIELDS = (
+    rb"([0-9a-fA-F]{1,8}) (\d{1,10}) (\d{1,10}) (\d{1,20}) (-?\d{1,20}) (-?\d{1,20}) (\d{1,20})"
+)
+_STAT_LINE = re.compile(_FIELDS + rb"\n?")
+_DOT_RECORD = re.compile(_FIELDS + rb" (\.\.?)\n")
+_ENTRY_START = re.compile(rb"\n" + _FIELDS + rb" \./")
+
+
+class ParseError(ValueError):
+    """The container answered something we cannot parse."""
+
+
+def _stat_from(m: re.Match[bytes]) -> Stat:
+    return Stat(
+        mode=int(m[1], 16),
+        uid=int(m[2]),
+        gid=int(m[3]),
+        size=int(m[4]),
+        atime=int(m[5]),
+        mtime=int(m[6]),
+        nlink=int(m[7]),
+    )
+
+
+def parse_stat(line: bytes) -> Stat:
+    m = _STAT_LINE.fullmatch(line.strip(b" "))
+    if m is None:
+        raise ParseError("unexpected stat output from the container")
+    return _stat_from(m)
+
+
+def parse_listing(body: bytes) -> list[tuple[bytes, Stat]]:
+    """Parse ``stat -c "$F %n" . ..`` then ``find . ... -exec stat -c "$F %n"``.
+
+    Names of entries are printed as ``./NAME``; a name holds no ``/``, so every record of the
+    find part starts at the last newline before its ``./`` (the fields hold no newline, no
+    ``/``). That makes names with newlines unambiguous without any NUL separator.
+    """
+    out: list[tuple[bytes, Stat]] = []
+    pos = 0
+    for _ in range(2):
+        m = _DOT_RECORD.match(body, pos)
+        if m is None:
+            break
+        out.append((m[8], _stat_from(m)))
+        pos = m.end()
+    rest = b"\n" + body[pos:]
+    starts = list(_ENTRY_START.finditer(rest))
+    if not starts:
+        if rest.strip(b"\n"):
+            raise ParseError("unexpected listing output from the container")
+        return out
+    if starts[0].start() != 0:
+        raise ParseError("unexpected listing output from the container")
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(rest)
+        name = rest[m.end() : end]
+        if i + 1 == len(starts):
+            if not name.endswith(b"\n"):
+                raise ParseError("unexpected listing output from the container")
+            name = name[:-1]
+        if not name or b"/" in name:
+            raise ParseError("unexpected listing output from the container")
+        out.append((name, _stat_from(m)))
+    return out
+
+
+# Error messages of the container's tools, mapped back to errno. GNU libc wording first, then
+# musl's (Alpine), then shells' own phrases.
+def _messages() -> dict[bytes, int]:
+    table: dict[bytes, int] = {}
+    for code in (
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EEXIST,
+        errno.ENOTEMPTY,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EINVAL,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EXDEV,
+        errno.EBUSY,
+        errno.ETXTBSY,
+        errno.EMLINK,
+        errno.EFBIG,
+        errno.EIO,
+    ):
+        table[os.strerror(code).encode()] = code
+    table.update(
+        {
+            b"Quota exceeded": errno.EDQUOT,
+            b"Symbolic link loop": errno.ELOOP,
+            b"Filename too long": errno.ENAMETOOLONG,
+            b"Cross-device link": errno.EXDEV,
+            b"Resource busy": errno.EBUSY,
+            b"Directory nonexistent": errno.ENOENT,
+            b"Not a regular file": errno.EINVAL,
+        }
+    )
+    return table
+
+
+_MESSAGES: Final = _messages()
+
+
+def classify(text: bytes) -> int:
+    """The errno a tool's error text names (at the end of its last matching line), else EIO."""
+    found = errno.EIO
+    for line in text.splitlines():
+        line = line.rstrip()
+        for message, code in _MESSAGES.items():
+            if line.endswith(message):
+                found = code
+                break
+    return found
