@@ -123,9 +123,11 @@ def _session_status(row: Any) -> str:
     if row.ended_at is None:
         return "killing" if row.kill_requested else "active"
     reason = row.end_reason or "ended"
-    if row.exit_status is not None:
-        return f"{reason} ({row.exit_status})"
-    return reason
+    if row.exit_status is None:
+        return str(reason)
+    if reason == "exit":
+        return f"exit {row.exit_status}"
+    return f"{reason}, status {row.exit_status}"
 
 
 def _session_seconds(row: Any, now: datetime) -> float:
@@ -427,7 +429,7 @@ def sessions_kill(
                         await conn.execute(sa.select(SESSIONS).where(SESSIONS.c.id == row.id))
                     ).one()
                 if cur.ended_at is not None:
-                    return "ended", f"session {row.id} ended ({_session_status(cur)})"
+                    return "ended", f"session {row.id} ended: {_session_status(cur)}"
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(0.2)

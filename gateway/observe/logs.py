@@ -114,3 +114,5 @@ def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
     # asyncssh logs every packet-level step at INFO; keep it for debugging only.
     logging.getLogger("asyncssh").setLevel(level if level <= logging.DEBUG else logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters (password hashes among them).
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
