@@ -29,11 +29,16 @@ if ! pgrep -x dockerd >/dev/null; then
     # A stale pid file from an engine that died keeps a new one from starting.
     [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null && rm -f /var/run/docker.pid
     setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+    STARTED=$!
 fi
 for _ in $(seq 1 120); do
     if docker info >/dev/null 2>&1; then
         echo "[docker] engine is up" >&2
         exit 0
+    fi
+    if [ -n "${STARTED:-}" ] && ! kill -0 "$STARTED" 2>/dev/null; then
+        tail -n 30 "$LOG" >&2 2>/dev/null || true
+        die "dockerd exited during start-up (log above: $LOG)"
     fi
     sleep 0.5
 done

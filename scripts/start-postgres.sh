@@ -26,11 +26,15 @@ if ! pg_isready -q -h 127.0.0.1 -p "$PORT"; then
     # The cluster that owns $PORT, else the newest installed version's "main".
     read -r ver name _ < <(pg_lsclusters -h | awk -v p="$PORT" '$3 == p {print $1, $2; exit}') || true
     if [ -z "${ver:-}" ]; then
+        # No cluster on this port: make one ("main", or "sshgw" when "main" uses another port).
         ver="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
-        name=main
         [ -n "$ver" ] || die "no PostgreSQL server binaries under /usr/lib/postgresql"
-        echo "[postgres] creating cluster $ver/$name on port $PORT" >&2
-        pg_createcluster "$ver" "$name" -p "$PORT" >/dev/null
+        name=main
+        [ -d "/etc/postgresql/$ver/main" ] && name=sshgw
+        if [ ! -d "/etc/postgresql/$ver/$name" ]; then
+            echo "[postgres] creating cluster $ver/$name on port $PORT" >&2
+            pg_createcluster "$ver" "$name" -p "$PORT" >/dev/null
+        fi
     fi
     echo "[postgres] starting cluster $ver/$name" >&2
     pg_ctlcluster "$ver" "$name" start || true
