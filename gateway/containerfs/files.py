@@ -21,7 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from gateway.containerfs.errors import FSError
-from gateway.containerfs.helper import OneShot
+from gateway.containerfs.helper import OneShot, ShellHelper
 from gateway.containerfs.shell import Stat, classify, sq
 from gateway.containerfs.tar import END, TarError, TarMember, TarReader, member_path
 
@@ -151,8 +151,8 @@ class _Source:
                 return
             n -= len(got)
 
-    async def close(self) -> None:
-        await self.shot.close()
+    async def close(self, helper: ShellHelper | None) -> None:
+        await self.shot.stop(None if self.eof else helper)
 
 
 class ReadFile:
@@ -198,7 +198,7 @@ class ReadFile:
     async def _restart(self, offset: int) -> None:
         if self._src is not None:
             old, self._src = self._src, None
-            await old.close()
+            await old.close(self.fs.helper)
         fs = self.fs
         target = self.target
         if offset == 0 and fs.has_tool("tar"):
@@ -208,7 +208,7 @@ class ReadFile:
             self._src = _Source(shot, 0, member_path(name))
         else:
             line = (
-                b"dd "
+                b"exec $DD "
                 + sq(b"if=" + target)
                 + b" bs=65536 iflag=skip_bytes "
                 + sq(b"skip=%d" % offset)
@@ -222,7 +222,7 @@ class ReadFile:
         self._data = None
         if self._src is not None:
             src, self._src = self._src, None
-            await src.close()
+            await src.close(self.fs.helper)
 
     async def abort(self) -> None:
         await self.close()
@@ -302,7 +302,7 @@ class WriteFile:
             flags = b" oflag=append conv=notrunc"
         else:
             flags = b" oflag=seek_bytes " + sq(b"seek=%d" % start) + b" conv=notrunc"
-        line = b"dd " + sq(b"of=" + self.target) + b" bs=65536" + flags + b" status=none"
+        line = b"exec $DD " + sq(b"of=" + self.target) + b" bs=65536" + flags + b" status=none"
         self._writer = await self.fs.oneshot(line)
         self._writer_pos = start
         data = bytes(self._pending)
@@ -381,7 +381,7 @@ class WriteFile:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.write_eof()
-            await writer.close()
+            await writer.stop(self.fs.helper)
         if self.temp:
             try:
                 await self.fs.helper.call("q_discard", self.target, timeout=30.0)

@@ -191,12 +191,19 @@ class ShellHelper:
 
 
 class OneShot:
-    """A dedicated process for one data stream: the first stdin line is the command."""
+    """A dedicated process for one data stream: the first stdin line is the command.
+
+    The process announces its PID (inside the container) on stderr before it ``exec``s the data
+    tool, so that a stream given up half-way can be stopped with :meth:`stop` (closing the
+    connection alone leaves a blocked writer behind: Docker cannot signal an exec).
+    """
 
     def __init__(self, stream: ExecStream) -> None:
         self._stream = stream
         self.stderr = bytearray()
         self.exit_code: int | None = None
+        self.pid: int | None = None
+        self._early: list[bytes] = []
         self._eof = False
 
     @classmethod
@@ -214,13 +221,39 @@ class OneShot:
         shot = cls(stream)
         try:
             await stream.write(line + b"\n")
+            async with asyncio.timeout(60):
+                await shot._read_pid()
+        except TimeoutError:
+            await stream.close()
+            raise FSError(
+                errno.ETIMEDOUT, b"", "the container did not start the transfer"
+            ) from None
         except BaseException:
             await stream.close()
             raise
         return shot
 
+    async def _read_pid(self) -> None:
+        while b"\n" not in self.stderr:
+            msg = await self._stream.read()
+            if msg is None:
+                self._eof = True
+                code = await self.wait(timeout=10.0)
+                raise _start_failure(code, b"".join(self._early), "")
+            kind, chunk = msg
+            if kind == STDOUT:
+                self._early.append(chunk)
+            else:
+                self.stderr += chunk
+        first, _, rest = bytes(self.stderr).partition(b"\n")
+        self.stderr = bytearray(rest)
+        if first.strip().isdigit():
+            self.pid = int(first)
+
     async def read(self) -> bytes | None:
         """The next piece of stdout; None at the end of output."""
+        if self._early:
+            return self._early.pop(0)
         while not self._eof:
             msg = await self._stream.read()
             if msg is None:
@@ -232,6 +265,10 @@ class OneShot:
             if len(self.stderr) < STDERR_KEEP:
                 self.stderr += chunk[: STDERR_KEEP - len(self.stderr)]
         return None
+
+    @property
+    def ended(self) -> bool:
+        return self._eof
 
     async def write(self, data: bytes) -> None:
         try:
@@ -263,6 +300,15 @@ class OneShot:
         except EngineUnavailable as exc:
             raise ContainerGone(exc.user_message) from None
         return self.exit_code
+
+    async def stop(self, helper: ShellHelper | None) -> None:
+        """Give up on the stream: stop the process if it may still run, then disconnect."""
+        if not self._eof and self.pid is not None and helper is not None:
+            try:
+                await helper.call("q_kill", self.pid, timeout=30.0)
+            except FSError as exc:
+                log.debug("cannot stop process %s: %s", self.pid, exc.user_message)
+        await self._stream.close()
 
     async def close(self) -> None:
         await self._stream.close()

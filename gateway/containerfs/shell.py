@@ -129,18 +129,18 @@ q_open_w() {
   if [ -e "$1" ] || [ -L "$1" ]; then
     case $3 in *e*) echo 'File exists'; _t 1; return ;; esac
     if [ -L "$1" ] && [ ! -e "$1" ]; then
-      { : >>"$1"; } 2>&1 || { _t 1; return; }
+      { true >>"$1"; } 2>&1 || { _t 1; return; }
     fi
     if [ -d "$1" ]; then echo 'Is a directory'; _t 1; return; fi
     [ -w "$1" ] || { echo 'Permission denied'; _t 1; return; }
-    case $3 in *t*) { : >"$1"; } 2>&1 || { _t 1; return; } ;; esac
+    case $3 in *t*) { true >"$1"; } 2>&1 || { _t 1; return; } ;; esac
     _s=$(stat -L -c "$F" -- "$1" 2>&1 </dev/null) || { printf '%s\n' "$_s"; _t 1; return; }
     printf 'E %s\n' "$_s"
     _t 0
   else
     case $3 in *c*) ;; *) echo 'No such file or directory'; _t 1; return ;; esac
     set -C
-    { : >"$2"; } 2>&1
+    { true >"$2"; } 2>&1
     _r=$?
     set +C
     [ $_r -eq 0 ] && echo N
@@ -221,6 +221,12 @@ q_setstat() {
   _t 0
 }
 q_statvfs() { _x stat -f -c '%s %S %b %f %a %c %d %i %l' -- "$1"; }
+q_kill() {
+  _c=
+  [ -r "/proc/$1/comm" ] && read -r _c <"/proc/$1/comm"
+  case $_c in dd | tar | busybox) kill "$1" 2>/dev/null ;; esac
+  _t 0
+}
 q_cat() { dd if="$1" bs=65536 iflag=count_bytes count="$2" 2>/dev/null </dev/null; _t $?; }
 MVT=0
 mv -T --help >/dev/null 2>&1 </dev/null && MVT=1
@@ -228,12 +234,16 @@ cd /
 while IFS= read -r _l; do eval "$_l"; done
 """.replace("TOOLS_LIST", " ".join(TOOLS))
 
-# A one-shot exec (a dedicated data stream): the first stdin line is the command to run. Names
-# travel on stdin, never in argv: argv goes through JSON, which cannot carry non-UTF-8 bytes.
+# A one-shot exec (a dedicated data stream): it announces its PID on stderr, then runs the command
+# given as the first stdin line (which ``exec``s the data tool, keeping the PID, so the process
+# can be stopped from the helper: Docker has no API to signal an exec). Names travel on stdin,
+# never in argv: argv goes through JSON, which cannot carry non-UTF-8 bytes.
 ONESHOT_SCRIPT: Final = r"""
 N='
 '
-command -v dd >/dev/null 2>&1 || { command -v busybox >/dev/null 2>&1 && dd() { busybox dd "$@"; }; }
+DD=dd
+command -v dd >/dev/null 2>&1 || DD='busybox dd'
+printf '%s\n' "$$" >&2
 IFS= read -r _l && eval "$_l"
 """
 

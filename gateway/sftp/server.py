@@ -1,0 +1,472 @@
+"""asyncssh SFTPServer over a container's file system (SCP rides on the same methods).
+
+Every method asyncssh may call is overridden: the defaults act on the gateway's own file system
+and user database. File operations happen inside the container through
+:class:`~gateway.containerfs.ContainerFS`, as the session's login. Without the write right every
+modifying operation is refused with "permission denied". Each finished operation is reported to
+``FileAccess.on_op`` (reads and writes once per open file, at close, with the byte count).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as statmod
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import asyncssh
+from asyncssh import (
+    SFTPAttrs,
+    SFTPDirNotEmpty,
+    SFTPError,
+    SFTPFailure,
+    SFTPFileAlreadyExists,
+    SFTPFileIsADirectory,
+    SFTPInvalidFilename,
+    SFTPInvalidHandle,
+    SFTPInvalidParameter,
+    SFTPLinkLoop,
+    SFTPName,
+    SFTPNoSpaceOnFilesystem,
+    SFTPNoSuchFile,
+    SFTPNotADirectory,
+    SFTPOpUnsupported,
+    SFTPPermissionDenied,
+    SFTPQuotaExceeded,
+    SFTPVFSAttrs,
+    SFTPWriteProtect,
+)
+from asyncssh.constants import (
+    FILEXFER_TYPE_BLOCK_DEVICE,
+    FILEXFER_TYPE_CHAR_DEVICE,
+    FILEXFER_TYPE_DIRECTORY,
+    FILEXFER_TYPE_FIFO,
+    FILEXFER_TYPE_REGULAR,
+    FILEXFER_TYPE_SOCKET,
+    FILEXFER_TYPE_SPECIAL,
+    FILEXFER_TYPE_SYMLINK,
+    FXF_APPEND,
+    FXF_CREAT,
+    FXF_EXCL,
+    FXF_READ,
+    FXF_TRUNC,
+    FXF_WRITE,
+)
+
+from gateway.containerfs import ContainerFS, FSError, ReadFile, Stat, WriteFile
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.sftp import FileAccess
+
+log = logging.getLogger(__name__)
+
+_MODIFYING_OPEN = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC | FXF_EXCL
+
+_ERRORS: dict[int, Callable[[str], SFTPError]] = {
+    errno.ENOENT: SFTPNoSuchFile,
+    errno.EACCES: SFTPPermissionDenied,
+    errno.EPERM: SFTPPermissionDenied,
+    errno.EEXIST: SFTPFileAlreadyExists,
+    errno.ENOTEMPTY: SFTPDirNotEmpty,
+    errno.ENOTDIR: SFTPNotADirectory,
+    errno.EISDIR: SFTPFileIsADirectory,
+    errno.EROFS: SFTPWriteProtect,
+    errno.ENOSPC: SFTPNoSpaceOnFilesystem,
+    errno.EDQUOT: SFTPQuotaExceeded,
+    errno.ELOOP: SFTPLinkLoop,
+    errno.ENAMETOOLONG: SFTPInvalidFilename,
+    errno.EINVAL: SFTPInvalidParameter,
+    errno.EOPNOTSUPP: SFTPOpUnsupported,
+    errno.EBADF: SFTPInvalidHandle,
+}
+
+_RESULTS: dict[int, str] = {
+    errno.ENOENT: "no_such_file",
+    errno.EACCES: "denied",
+    errno.EPERM: "denied",
+    errno.EEXIST: "exists",
+    errno.ENOTEMPTY: "not_empty",
+    errno.EOPNOTSUPP: "unsupported",
+}
+
+
+def _sftp_error(exc: GatewayError) -> SFTPError:
+    if isinstance(exc, FSError):
+        return _ERRORS.get(exc.code, SFTPFailure)(exc.user_message)
+    return SFTPFailure(exc.user_message)
+
+
+def _result(exc: BaseException) -> str:
+    if isinstance(exc, FSError):
+        return _RESULTS.get(exc.code, "failure")
+    if isinstance(exc, SFTPPermissionDenied):
+        return "denied"
+    if isinstance(exc, SFTPNoSuchFile):
+        return "no_such_file"
+    return "failure"
+
+
+def _filetype(mode: int) -> int:
+    fmt = statmod.S_IFMT(mode)
+    return {
+        statmod.S_IFREG: FILEXFER_TYPE_REGULAR,
+        statmod.S_IFDIR: FILEXFER_TYPE_DIRECTORY,
+        statmod.S_IFLNK: FILEXFER_TYPE_SYMLINK,
+        statmod.S_IFSOCK: FILEXFER_TYPE_SOCKET,
+        statmod.S_IFCHR: FILEXFER_TYPE_CHAR_DEVICE,
+        statmod.S_IFBLK: FILEXFER_TYPE_BLOCK_DEVICE,
+        statmod.S_IFIFO: FILEXFER_TYPE_FIFO,
+    }.get(fmt, FILEXFER_TYPE_SPECIAL)
+
+
+def attrs_from_stat(st: Stat) -> SFTPAttrs:
+    return SFTPAttrs(
+        type=_filetype(st.mode),
+        size=st.size,
+        uid=st.uid,
+        gid=st.gid,
+        permissions=st.mode,
+        atime=st.atime,
+        mtime=st.mtime,
+        nlink=st.nlink,
+    )
+
+
+@dataclass(slots=True)
+class _Handle:
+    file: ReadFile | WriteFile
+    path: bytes
+    started: float
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """For asyncssh's sparse-range request: report the whole file as data, no holes."""
+        if whence == getattr(os, "SEEK_HOLE", 4):
+            return 1 << 62
+        return offset
+
+
+def _show(path: bytes) -> str:
+    return path.decode("utf-8", "backslashreplace")
+
+
+class ContainerSFTPServer(asyncssh.SFTPServer):
+    """One SFTP (or SCP) session inside one container."""
+
+    def __init__(self, access: FileAccess, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        super().__init__(chan)
+        self._access = access
+        self._fs = ContainerFS(access.engine, access.container, access.login, access.paths)
+        self._started = False
+        self._names: tuple[dict[int, str], dict[int, str]] = ({}, {})
+        self._names_loaded = False
+
+    # Plumbing -----------------------------------------------------------------------------
+
+    async def _ready(self) -> ContainerFS:
+        if not self._started:
+            await self._fs.start()
+            self._started = True
+        return self._fs
+
+    def _emit(self, op: str, path: bytes, nbytes: int, result: str, started: float) -> None:
+        cb = self._access.on_op
+        if cb is None:
+            return
+        from gateway.sftp import FileOp
+
+        try:
+            cb(FileOp(op, _show(path), nbytes, result, time.monotonic() - started))
+        except Exception:  # bookkeeping must never break the data path
+            log.exception("file operation hook failed")
+
+    def _fail(self, op: str, path: bytes, exc: BaseException, started: float) -> NoReturn:
+        self._emit(op, path, 0, _result(exc), started)
+        if isinstance(exc, GatewayError):
+            raise _sftp_error(exc) from None
+        raise exc
+
+    def _read_only(self, op: str, path: bytes) -> NoReturn:
+        self._emit(op, path, 0, "denied", time.monotonic())
+        raise SFTPPermissionDenied(f"{_show(path)}: read-only access (no sftp-write right)")
+
+    async def _run(self, op: str, path: bytes, fn: Callable[[ContainerFS], Any]) -> Any:
+        t0 = time.monotonic()
+        try:
+            fs = await self._ready()
+            result = await fn(fs)
+        except (GatewayError, SFTPError) as exc:
+            self._fail(op, path, exc, t0)
+        self._emit(op, path, 0, "ok", t0)
+        return result
+
+    # Names ----------------------------------------------------------------------------------
+
+    def format_user(self, uid: int | None) -> str:
+        if uid is None:
+            return ""
+        return self._names[0].get(uid, str(uid))
+
+    def format_group(self, gid: int | None) -> str:
+        if gid is None:
+            return ""
+        return self._names[1].get(gid, str(gid))
+
+    async def format_longname(self, name: SFTPName) -> None:
+        if not self._names_loaded:
+            self._names_loaded = True
+            try:
+                fs = await self._ready()
+                self._names = await fs.names()
+            except GatewayError as exc:
+                log.debug("user names unavailable: %s", exc.user_message)
+        super().format_longname(name)
+
+    def map_path(self, path: bytes) -> bytes:
+        return path
+
+    def reverse_map_path(self, path: bytes) -> bytes:
+        return path
+
+    # Files ----------------------------------------------------------------------------------
+
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> _Handle:
+        t0 = time.monotonic()
+        if pflags & _MODIFYING_OPEN:
+            if not self._access.writable:
+                self._read_only("open", path)
+            try:
+                fs = await self._ready()
+                f: ReadFile | WriteFile = await fs.open_write(
+                    path,
+                    create=bool(pflags & FXF_CREAT),
+                    truncate=bool(pflags & FXF_TRUNC),
+                    exclusive=bool(pflags & FXF_EXCL),
+                    append=bool(pflags & FXF_APPEND),
+                    readable=bool(pflags & FXF_READ),
+                    mode=attrs.permissions,
+                )
+            except GatewayError as exc:
+                self._fail("open", path, exc, t0)
+        else:
+            try:
+                fs = await self._ready()
+                f = await fs.open_read(path)
+            except GatewayError as exc:
+                self._fail("open", path, exc, t0)
+        self._emit("open", path, 0, "ok", t0)
+        return _Handle(f, path, time.monotonic())
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: SFTPAttrs) -> NoReturn:
+        raise SFTPOpUnsupported("SFTP versions above 3 are not supported")
+
+    def close(self, file_obj: object) -> Any:
+        # asyncssh closes still-open handles itself when the session ends (the client never
+        # sent a close): such an upload is incomplete and must not replace the final name. SCP
+        # closes its file also when the connection broke mid-file.
+        caller = sys._getframe(1).f_code.co_name
+        if caller == "_process_close":
+            aborted = False
+        elif caller == "_cleanup":
+            aborted = True
+        else:
+            aborted = self._client_gone()
+        return self._close(file_obj, aborted)
+
+    def _client_gone(self) -> bool:
+        chan = self.channel
+        state = getattr(chan, "_recv_state", "open")
+        return bool(state != "open" or chan.is_closing())
+
+    async def _close(self, file_obj: object, aborted: bool) -> None:
+        h = self._handle(file_obj)
+        f = h.file
+        self._fs.forget(f)
+        op = "write" if isinstance(f, WriteFile) else "read"
+        if aborted:
+            await f.abort()
+            self._emit(op, h.path, f.nbytes, "aborted", h.started)
+            return
+        try:
+            await f.close()
+        except GatewayError as exc:
+            self._emit(op, h.path, f.nbytes, _result(exc), h.started)
+            raise _sftp_error(exc) from None
+        self._emit(op, h.path, f.nbytes, "ok", h.started)
+
+    @staticmethod
+    def _handle(file_obj: object) -> _Handle:
+        if not isinstance(file_obj, _Handle):
+            raise SFTPInvalidHandle("invalid file handle")
+        return file_obj
+
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        h = self._handle(file_obj)
+        try:
+            return await h.file.read(offset, size)
+        except GatewayError as exc:
+            raise _sftp_error(exc) from None
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        h = self._handle(file_obj)
+        if not isinstance(h.file, WriteFile):
+            raise SFTPPermissionDenied(f"{_show(h.path)}: the file is not open for writing")
+        try:
+            return await h.file.write(offset, data)
+        except GatewayError as exc:
+            raise _sftp_error(exc) from None
+
+    async def fstat(self, file_obj: object) -> SFTPAttrs:
+        h = self._handle(file_obj)
+        f = h.file
+        try:
+            st = f.st if isinstance(f, ReadFile) else await f.fstat()
+        except GatewayError as exc:
+            raise _sftp_error(exc) from None
+        return attrs_from_stat(st)
+
+    async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        h = self._handle(file_obj)
+        f = h.file
+        if not isinstance(f, WriteFile):
+            if not self._access.writable:
+                self._read_only("setstat", h.path)
+            await self.setstat(h.path, attrs)
+            return
+        t0 = time.monotonic()
+        try:
+            await f.setstat(**_changes(attrs))
+        except GatewayError as exc:
+            self._fail("setstat", h.path, exc, t0)
+        self._emit("setstat", h.path, 0, "ok", t0)
+
+    async def fsync(self, file_obj: object) -> None:
+        h = self._handle(file_obj)
+        if isinstance(h.file, WriteFile):
+            try:
+                await h.file.flush()
+            except GatewayError as exc:
+                raise _sftp_error(exc) from None
+
+    def lock(self, file_obj: object, offset: int, length: int, flags: int) -> NoReturn:
+        raise SFTPOpUnsupported("byte range locks are not supported")
+
+    def unlock(self, file_obj: object, offset: int, length: int) -> NoReturn:
+        raise SFTPOpUnsupported("byte range locks are not supported")
+
+    async def fstatvfs(self, file_obj: object) -> SFTPVFSAttrs:
+        h = self._handle(file_obj)
+        return await self.statvfs(h.file.target if isinstance(h.file, ReadFile) else h.file.final)
+
+    # Paths ----------------------------------------------------------------------------------
+
+    async def lstat(self, path: bytes) -> SFTPAttrs:
+        st = await self._run("lstat", path, lambda fs: fs.stat(path, follow=False))
+        return attrs_from_stat(st)
+
+    async def stat(self, path: bytes) -> SFTPAttrs:
+        st = await self._run("stat", path, lambda fs: fs.stat(path, follow=True))
+        return attrs_from_stat(st)
+
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        if not self._access.writable:
+            self._read_only("setstat", path)
+        changes = _changes(attrs)
+        await self._run("setstat", path, lambda fs: fs.setstat(path, follow=True, **changes))
+
+    async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        if not self._access.writable:
+            self._read_only("setstat", path)
+        changes = _changes(attrs)
+        await self._run("setstat", path, lambda fs: fs.setstat(path, follow=False, **changes))
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        entries = await self._run("list", path, lambda fs: fs.listdir(path))
+        for name, st in entries:
+            yield SFTPName(name, attrs=attrs_from_stat(st))
+
+    async def remove(self, path: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("remove", path)
+        await self._run("remove", path, lambda fs: fs.remove(path))
+
+    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        if not self._access.writable:
+            self._read_only("mkdir", path)
+        await self._run("mkdir", path, lambda fs: fs.mkdir(path, attrs.permissions))
+
+    async def rmdir(self, path: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("rmdir", path)
+        await self._run("rmdir", path, lambda fs: fs.rmdir(path))
+
+    async def realpath(self, path: bytes) -> bytes:
+        result: bytes = await self._run("realpath", path, lambda fs: fs.realpath(path))
+        return result
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("rename", oldpath)
+        await self._run("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, False))
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("rename", oldpath)
+        await self._run("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, True))
+
+    async def readlink(self, path: bytes) -> bytes:
+        result: bytes = await self._run("readlink", path, lambda fs: fs.readlink(path))
+        return result
+
+    async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("symlink", newpath)
+        await self._run("symlink", newpath, lambda fs: fs.symlink(oldpath, newpath))
+
+    async def link(self, oldpath: bytes, newpath: bytes) -> None:
+        if not self._access.writable:
+            self._read_only("link", newpath)
+        await self._run("link", newpath, lambda fs: fs.link(oldpath, newpath))
+
+    async def statvfs(self, path: bytes) -> SFTPVFSAttrs:
+        v = await self._run("statvfs", path, lambda fs: fs.statvfs(path))
+        return SFTPVFSAttrs(
+            bsize=v.bsize,
+            frsize=v.frsize,
+            blocks=v.blocks,
+            bfree=v.bfree,
+            bavail=v.bavail,
+            files=v.files,
+            ffree=v.ffree,
+            favail=v.ffree,
+            fsid=v.fsid,
+            flags=0 if self._access.writable else os.ST_RDONLY,
+            namemax=v.namemax,
+        )
+
+    async def exit(self) -> None:
+        # asyncssh closes the channel right after exit() returns; the sftp subsystem's exit status
+        # must go out before that (OpenSSH's scp exits 1 after a good copy without it).
+        chan = self.channel
+        if chan.get_subsystem() == "sftp":
+            chan.exit(0)
+        try:
+            await self._fs.close()
+        except GatewayError as exc:
+            log.debug("closing the container file session: %s", exc.user_message)
+
+
+def _changes(attrs: SFTPAttrs) -> dict[str, int | None]:
+    return {
+        "size": attrs.size,
+        "uid": attrs.uid,
+        "gid": attrs.gid,
+        "mode": None if attrs.permissions is None else attrs.permissions & 0o7777,
+        "atime": attrs.atime,
+        "mtime": attrs.mtime,
+    }
