@@ -175,11 +175,10 @@ class SFTPHarness:
         """Wait until every session task ended (their exit() ran)."""
 
         async def wait() -> bool:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while self.tasks and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            return not self.tasks
+            tasks = list(self.tasks)
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+            return all(t.done() for t in tasks)
 
         return bool(self._call(wait(), timeout + 5))
 
