@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,10 +17,12 @@ from gateway.cli.common import (
     table,
 )
 from gateway.config import Settings
-from gateway.engines.docker import Container, DockerEngine
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
 from gateway.policy import KNOWN_RIGHTS, Decision, Subject, Target, decide
 from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.engines.docker import Container, DockerEngine
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -37,6 +39,8 @@ def register(app: typer.Typer) -> None:
 
 
 def engine_for(cfg: Settings) -> DockerEngine:
+    from gateway.engines.docker import DockerEngine  # aiohttp is slow to import
+
     return DockerEngine(cfg.docker_host, cfg.docker_tls_verify, cfg.docker_cert_path)
 
 

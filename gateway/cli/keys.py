@@ -111,6 +111,9 @@ def remove(
     fingerprint: Annotated[str, typer.Argument(help="SHA256:... as `key list` shows it.")],
 ) -> None:
     """Remove a public key by fingerprint."""
+    fingerprint = fingerprint.strip()
+    if not fingerprint.startswith("SHA256:"):
+        fingerprint = "SHA256:" + fingerprint
     cfg = settings(ctx)
 
     async def go() -> str:

@@ -20,7 +20,7 @@ from gateway.cli.common import (
     table,
 )
 from gateway.cli.grants import grant_json, grant_table
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayError, InvalidInput
 from gateway.policy import Grant
 from gateway.store import UserInfo, hash_password, parse_public_key
 
@@ -77,7 +77,11 @@ def add(
             )
             if parsed is None:
                 return None
-            fp = await store.add_key(name, parsed.public_key)
+            try:
+                fp = await store.add_key(name, parsed.public_key)
+            except GatewayError:
+                await store.remove_user(name)  # all or nothing
+                raise
             await audit(store, "key.add", user=name, fingerprint=fp)
             return fp
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncssh
-
 from gateway.errors import InvalidInput
 
 _PRIVATE_MARKERS = ("PRIVATE KEY", "PuTTY-User-Key-File", "SSH PRIVATE KEY FILE FORMAT")
@@ -22,6 +20,8 @@ class ParsedKey:
 
 
 def _looks_private(text: str) -> bool:
+    import asyncssh
+
     if any(marker in text for marker in _PRIVATE_MARKERS):
         return True
     try:
@@ -63,6 +63,8 @@ def parse_public_key(text: str, comment: str | None = None) -> ParsedKey:
             raise InvalidInput(
                 "authorized_keys options are not supported; give only 'TYPE BASE64 [COMMENT]'"
             )
+    import asyncssh  # imported when needed: keeps the CLI quick
+
     try:
         key = asyncssh.import_public_key(text)
     except (asyncssh.KeyImportError, ValueError, TypeError) as exc:

@@ -17,13 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
@@ -50,6 +46,9 @@ from gateway.store.models import (
     as_utc,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +392,8 @@ class Store:
     # Lifecycle -------------------------------------------------------------------------
 
     def _alembic_config(self) -> Config:
+        from alembic.config import Config  # imported when needed: keeps the CLI quick
+
         if not (ALEMBIC_DIR / "env.py").is_file():
             raise StoreUnavailable(f"database migrations not found in {ALEMBIC_DIR}")
         cfg = Config()
@@ -402,6 +403,8 @@ class Store:
 
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (Alembic ``upgrade head``)."""
+        from alembic import command
+
         cfg = self._alembic_config()
 
         def run(sync_conn: Connection) -> None:
@@ -428,7 +431,11 @@ class Store:
 
     async def schema_state(self) -> SchemaState:
         """``current``, ``empty`` (no schema yet), ``behind`` (upgrade needed) or ``unknown``."""
-        heads = set(ScriptDirectory.from_config(self._alembic_config()).get_heads())
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(self._alembic_config())
+        heads = set(script.get_heads())
 
         def current(sync_conn: Connection) -> set[str]:
             return set(MigrationContext.configure(sync_conn).get_current_heads())
@@ -441,7 +448,6 @@ class Store:
             return "current"
         if not have:
             return "empty"
-        script = ScriptDirectory.from_config(self._alembic_config())
         known = {rev.revision for rev in script.walk_revisions()}
         return "behind" if have <= known else "unknown"
 
