@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -518,6 +519,7 @@ async def test_dead_database_is_store_unavailable_without_password() -> None:
         await s.close()
 
 
+@pytest.mark.postgres
 async def test_missing_postgres_database_is_store_unavailable(pg_base_url: str) -> None:
     s = Store.from_url(f"{pg_base_url}/sshgw_no_such_db_here")
     try:
@@ -538,6 +540,25 @@ async def test_sqlite_unusable_path_is_store_unavailable(tmp_path: Path) -> None
     try:
         with pytest.raises(StoreUnavailable):
             await s.ping()
+    finally:
+        await s.close()
+
+
+async def test_sqlite_locked_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "sshgw.db"
+    s = Store.from_url(f"sqlite+aiosqlite:///{path}")
+    try:
+        await s.upgrade()
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            # Waits for the busy timeout, then gives up with a clear message.
+            with pytest.raises(StoreUnavailable, match="busy"):
+                await s.add_user("alice")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await s.add_user("alice")
     finally:
         await s.close()
 
