@@ -57,6 +57,8 @@ async def _prepare_store(settings: Settings) -> Store:
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     setup_logging(settings)
+    # Migration chatter is not news on every start.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     host, port = settings.listen_address
     try:
         store = await _prepare_store(settings)
