@@ -50,10 +50,10 @@ async def _start_exec(
 def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
     text = out.decode("utf-8", "replace").strip().splitlines()
     last = text[-1] if text else ""
-    if code in _NOT_FOUND_CODES or "executable file not found" in last or "no such file" in last:
-        return NoShell("file transfer needs /bin/sh in the container, and this image has none")
     if "unable to find user" in last or "no matching entries in passwd" in last:
         return FSError(errno.EACCES, b"", f"login {login!r} does not exist in the container")
+    if code in _NOT_FOUND_CODES or "executable file not found" in last or "no such file" in last:
+        return NoShell("file transfer needs /bin/sh in the container, and this image has none")
     return ContainerGone(f"cannot start the file helper in the container ({last[:200] or code})")
 
 

@@ -390,6 +390,7 @@ def _messages() -> dict[bytes, int]:
             b"Cross-device link": errno.EXDEV,
             b"Resource busy": errno.EBUSY,
             b"Directory nonexistent": errno.ENOENT,
+            b"nonexistent directory": errno.ENOENT,
             b"Not a regular file": errno.EINVAL,
         }
     )
