@@ -57,7 +57,7 @@ class Grant:
         if self.labels:
             parts.append(" " + ",".join(f"{k}={v}" for k, v in self.labels))
         parts.append(f"; rights {','.join(sorted(self.rights)) or '-'}")
-        parts.append(f"; logins {','.join(self.logins) or ANY_LOGIN + ' (image user)'}")
+        parts.append(f"; logins {','.join(self.logins) or 'image user only'}")
         if self.paths:
             parts.append(f"; paths {','.join(self.paths)}")
         if self.expires_at is not None:
@@ -120,8 +120,12 @@ def target_matches(grant: Grant, target: Target) -> bool:
     return True
 
 
+IMAGE_USER = "(image user)"
+
+
 def login_allowed(grant: Grant, login: str) -> bool:
-    return not grant.logins or ANY_LOGIN in grant.logins or login in grant.logins
+    """A login asked for by name; a grant without logins allows only the image's own user."""
+    return ANY_LOGIN in grant.logins or login in grant.logins
 
 
 def default_login(grant: Grant) -> str | None:
@@ -242,7 +246,7 @@ def access(
         if subject_matches(g, subject) and target_matches(g, target) and not is_expired(g, now):
             found = True
             rights |= g.rights
-            for login in g.logins or (ANY_LOGIN,):
+            for login in g.logins or (IMAGE_USER,):
                 if login not in logins:
                     logins.append(login)
     if not found or not rights:

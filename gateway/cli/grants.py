@@ -50,7 +50,7 @@ def grant_table(grants: list[Grant], title: str | None = None) -> None:
                 g.target,
                 labels_text(g.labels),
                 ",".join(sorted(g.rights)),
-                ",".join(g.logins) or "*",
+                ",".join(g.logins) or "(image user)",
                 ",".join(g.paths) or "-",
                 fmt_expiry(g.expires_at),
                 "yes" if g.record else "no",
@@ -92,9 +92,10 @@ def add(
         typer.Option(
             "--logins",
             help="Comma list of logins inside the container; the first is the default. "
-            "'*' allows any login and defaults to the image's user.",
+            "'*' allows any login and defaults to the image's user. "
+            "Without --logins only the image's own user is allowed.",
         ),
-    ] = "*",
+    ] = "",
     path: Annotated[
         list[str] | None,
         typer.Option("--path", metavar="PATH", help="Confine file transfer to PATH (repeat)."),
@@ -109,8 +110,6 @@ def add(
         raise InvalidInput("give exactly one of --user or --group")
     labels = _labels(label or [])
     login_list = [x.strip() for x in logins.split(",") if x.strip()]
-    if not login_list:
-        raise InvalidInput("--logins needs at least one login, or '*'")
     expires_at = parse_when(expires) if expires is not None else None
     cfg = settings(ctx)
 

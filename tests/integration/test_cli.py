@@ -158,7 +158,7 @@ def test_admin_flow(sshgw: Sshgw, tmp_path: Path, data_dir: Path) -> None:
     expires = datetime.fromisoformat(grants[0]["expires_at"])
     assert timedelta(days=29) < expires - datetime.now(UTC) <= timedelta(days=30)
     assert grants[1]["labels"] == {"env": "prod"} and grants[1]["paths"] == ["/srv/app", "/tmp"]
-    assert grants[1]["record"] is False and grants[1]["logins"] == ["*"]
+    assert grants[1]["record"] is False and grants[1]["logins"] == []
 
     shown = ok(sshgw("user", "show", "bob", "--json")).json()
     assert shown["groups"] == ["ops"] and [g["id"] for g in shown["grants"]] == [1]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.policy import (
     ANY_LOGIN,
+    IMAGE_USER,
     KNOWN_RIGHTS,
     Access,
     DenyReason,
@@ -252,6 +253,11 @@ def test_star_logins_means_image_user() -> None:
 def test_no_logins_means_image_user() -> None:
     d = decide(ALICE, [g(logins=())], WEB1, "shell", now=NOW)
     assert d.allowed and d.login is None
+
+
+def test_no_logins_denies_a_named_login() -> None:
+    d = decide(ALICE, [g(logins=())], WEB1, "shell", login="root", now=NOW)
+    assert not d.allowed and d.reason is DenyReason.LOGIN_NOT_ALLOWED
 
 
 def test_star_allows_any_requested_login() -> None:
@@ -559,7 +565,7 @@ def test_access_unions_rights_and_logins() -> None:
 
 def test_access_star_for_image_user() -> None:
     a = access(ALICE, [g(logins=())], WEB1, now=NOW)
-    assert a is not None and a.logins == (ANY_LOGIN,)
+    assert a is not None and a.logins == (IMAGE_USER,)
 
 
 def test_access_ignores_expired_and_unmatched() -> None:
