@@ -250,7 +250,6 @@ class Gateway:
                 "SSHGW_MOTD": MOTD,
                 "SSHGW_LOG_LEVEL": "DEBUG",
                 "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
         env.update(extra_env or {})

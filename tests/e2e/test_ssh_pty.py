@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -33,6 +34,21 @@ def marker(n: int) -> tuple[bytes, bytes]:
     """A command that prints ``MK<n>`` and the output to wait for (the echo of the typed
     command does not contain it)."""
     return f"echo MK$(({n}+0))\r".encode(), f"MK{n}".encode()
+
+
+def size_shows(p: PtyProcess, rows: int, cols: int, timeout: float = 15) -> bool:
+    """Ask ``stty size`` until it shows rows x cols (window-change is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        cmd, want = marker(rows * 100_000 + cols * 100 + attempt)
+        p.send(b"stty size; " + cmd)
+        out = p.read_until(want)
+        if re.search(rb"\n%d %d\r?\n" % (rows, cols), out):
+            return True
+        time.sleep(0.3)
+    return False
 
 
 def test_pty_shell_motd_commands_and_exit_status(
@@ -75,25 +91,9 @@ def test_pty_initial_size_and_resize(
         p.read_until(MOTD.encode())
         p.send(b"stty size\r")
         p.read_until(re.compile(rb"\r?\n33 111\r?\n"))
-        p.resize(50, 140)
-        # the window-change request is asynchronous: ask until the new size shows
-        for attempt in range(20):
-            cmd, want = marker(1000 + attempt)
-            p.send(b"stty size; " + cmd)
-            out = p.read_until(want)
-            if re.search(rb"\n50 140\r?\n", out):
-                break
-        else:
-            pytest.fail("resize to 50x140 never reached the container's terminal")
-        p.resize(20, 60)
-        for attempt in range(20):
-            cmd, want = marker(2000 + attempt)
-            p.send(b"stty size; " + cmd)
-            out = p.read_until(want)
-            if re.search(rb"\n20 60\r?\n", out):
-                break
-        else:
-            pytest.fail("resize to 20x60 never reached the container's terminal")
+        for rows, cols in ((50, 140), (20, 60)):
+            p.resize(rows, cols)
+            assert size_shows(p, rows, cols), f"resize to {rows}x{cols} never reached the terminal"
         p.send(b"exit\r")
         assert p.wait() == 0
 
