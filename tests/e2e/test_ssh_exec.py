@@ -476,3 +476,17 @@ def test_each_login_reaches_its_own_container(
     cid2 = docker("inspect", "-f", "{{.Config.Hostname}}", c2).stdout.strip()
     assert r1.stdout == f"{cid1}\napp\n".encode()
     assert r2.stdout == f"{cid2}\nroot\n".encode()
+
+
+def test_image_without_shell_gives_one_clear_line(
+    gateway: Gateway, make_container: MakeContainer, noshell_image: str
+) -> None:
+    c = make_container(noshell_image)
+    user = setup_user(gateway, c, logins="*")
+    res = gateway.ssh(f"{user}+{c}", "echo hi")
+    assert res.returncode != 0
+    assert res.stdout == b""
+    one_line_error(res.stderr)
+    res = gateway.ssh(f"{user}+{c}", extra_opts=["-tt"])
+    assert res.returncode != 0
+    no_traceback(res.stdout, res.stderr)

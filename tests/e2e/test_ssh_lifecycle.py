@@ -6,15 +6,18 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.helpers import (
     Gateway,
+    GatewayFactory,
     PtyProcess,
     container_pids,
     docker,
     has_process,
+    no_traceback,
     one_line_error,
     unique,
     wait_until,
@@ -147,3 +150,19 @@ def test_client_closing_connection_ends_command(
             proc.kill()
             proc.wait()
     assert wait_until(lambda: not has_process(c, r"sleep 4204\b"), 20), docker("top", c).stdout
+
+
+def test_docker_unreachable_gives_one_clear_line(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = gateway_factory({"SSHGW_DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    user = unique("nd")
+    gw.add_user(user)
+    gw.grant("*", user=user, logins="app")
+    res = gw.ssh(f"{user}+web1", "echo hi")
+    assert res.returncode != 0
+    assert res.stdout == b""
+    one_line_error(res.stderr)
+    # the container list says so too, without a traceback
+    res = gw.ssh(user)
+    no_traceback(res.stdout, res.stderr)
