@@ -138,6 +138,8 @@ class ContainerFS:
         p = self.abspath(path)
         if not self.paths:
             return p
+        if p.endswith(b"/") and p.strip(b"/"):
+            follow = True  # "link/" names the link's target, as in POSIX path resolution
         real = await self.resolve(p, follow)
         if not path_allowed(self.paths, _text(real)):
             raise FSError(errno.EACCES, path, OUTSIDE)
