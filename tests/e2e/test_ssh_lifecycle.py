@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import (
+    MOTD,
     Gateway,
     GatewayFactory,
     PtyProcess,
@@ -107,18 +108,23 @@ def test_no_orphan_after_client_killed_pty_exec(
     _kill_client_and_check_no_orphan(gateway, c, user, ["-tt"], r"sleep 4202\b")
 
 
-def test_no_orphan_after_client_killed_in_shell(
-    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+def _shell_killed_leaves_nothing(
+    gateway: Gateway, c: str, user: str, sleep_arg: int, type_ahead: bool
 ) -> None:
-    """An interactive shell running a foreground command on a real terminal; the client dies."""
-    c = make_container(busybox_image)
-    user = setup_user(gateway, c)
     before = set(container_pids(c))
     with PtyProcess(gateway.ssh_cmd(f"{user}+{c}", extra_opts=["-tt"])) as p:
-        p.send(b"echo READY$((1+1))\r")
-        p.read_until(b"READY2")
-        p.send(b"sleep 4203\r")
-        assert wait_until(lambda: has_process(c, r"sleep 4203\b"), 30), "sleep never started"
+        if type_ahead:
+            # typed before the shell is up, like a paste right after connecting
+            p.send(b"echo READY$((1+1)); sleep %d\r" % sleep_arg)
+            p.read_until(b"READY2")
+        else:
+            p.read_until(MOTD.encode())
+            p.read_until(b"$ ")  # the shell's prompt: it is up and running
+            p.send(b"echo READY$((1+1))\r")
+            p.read_until(b"READY2")
+            p.send(b"sleep %d\r" % sleep_arg)
+        pattern = rf"sleep {sleep_arg}\b"
+        assert wait_until(lambda: has_process(c, pattern), 30), "sleep never started"
         during = container_pids(c)
         session = {pid: args for pid, args in during.items() if pid not in before}
         os.kill(p.proc.pid, signal.SIGKILL)
@@ -127,6 +133,28 @@ def test_no_orphan_after_client_killed_in_shell(
     gone = wait_until(lambda: not set(session) & set(container_pids(c)), 20)
     left = {pid: args for pid, args in container_pids(c).items() if pid in session}
     assert gone, f"processes of the session left behind in the container: {left}"
+
+
+def test_no_orphan_after_client_killed_in_shell(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    """An interactive shell running a foreground command on a real terminal; the client dies."""
+    c = make_container(busybox_image)
+    user = setup_user(gateway, c)
+    _shell_killed_leaves_nothing(gateway, c, user, 4203, type_ahead=False)
+
+
+def test_no_orphan_after_client_killed_in_shell_with_type_ahead(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    """The same when the command was typed before the shell came up.
+
+    The terminal's echo of the typed text can then reach the gateway before anything the session
+    prints itself; the session must still be ended when the client dies.
+    """
+    c = make_container(busybox_image)
+    user = setup_user(gateway, c)
+    _shell_killed_leaves_nothing(gateway, c, user, 4205, type_ahead=True)
 
 
 def test_client_closing_connection_ends_command(
