@@ -23,7 +23,13 @@ import typer
 from gateway.cli.common import actor, open_store, parse_when, print_json, run, say, settings, table
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.observe.audit import AUDIT, SESSIONS
-from gateway.observe.recorder import CastError, read_cast
+from gateway.observe.recorder import (
+    CastError,
+    convert_spool,
+    read_cast,
+    spool_in_use,
+    spool_path,
+)
 from gateway.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -479,6 +485,14 @@ def replay_cmd(
             f"session {row.id} has no recording (only PTY sessions with recording on are recorded)"
         )
     path = Path(row.recording_path)
+    spool = spool_path(path)
+    if not path.exists() and spool.exists():
+        if spool_in_use(spool):
+            raise Conflict(f"session {row.id} is still being recorded; replay it once it has ended")
+        try:  # left by a gateway that stopped before writing the recording out
+            convert_spool(spool, path)
+        except (OSError, CastError) as exc:
+            raise InvalidInput(f"cannot read the recording spool {spool}: {exc}") from None
     try:
         header, events = read_cast(path)
     except FileNotFoundError:

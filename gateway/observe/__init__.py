@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import Metrics
-from gateway.observe.recorder import Recorder
+from gateway.observe.recorder import Recorder, convert_orphans
 from gateway.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class SessionTrack:
         self.end_reason: str | None = None
         self.started_at: datetime = utcnow()
         self.recorder = recorder
+        self._recording_path = recorder.path if recorder is not None else None
         self._obs = observer
         self._t0 = time.monotonic()
         self._first_byte = False
@@ -105,7 +107,7 @@ class SessionTrack:
 
     @property
     def recording_path(self) -> Path | None:
-        return self.recorder.path if self.recorder is not None else None
+        return self._recording_path
 
     @property
     def ended(self) -> bool:
@@ -190,10 +192,13 @@ class SessionTrack:
         m.sessions_active.labels(**self._labels).dec()
         m.session_duration.labels(**self._labels).observe(duration)
         if self.recorder is not None:
+            rec, self.recorder = self.recorder, None
             try:
-                self.recorder.close()
+                rec.close()
             except (OSError, ValueError) as exc:
-                self._recording_failed(exc)
+                self._obs.metrics.recording_errors.inc()
+                log.error("session recording incomplete: %s", exc)
+            self._obs.convert_later(rec)
         ended_at = utcnow()
         i = self.info
         self._obs.session_ended(self)
@@ -246,6 +251,7 @@ class SessionTrack:
         if rec is not None:
             with contextlib.suppress(OSError, ValueError):
                 rec.close()
+            self._obs.convert_later(rec)  # keep what was recorded until then
 
 
 class Observer:
@@ -269,6 +275,7 @@ class Observer:
         self._tracks: dict[str, SessionTrack] = {}
         self._conns: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
         self._ready_cache: tuple[float, list[str]] | None = None
         self._pid = os.getpid()
@@ -280,6 +287,7 @@ class Observer:
             return
         await self.http.start()
         self._started = True
+        self._track_conversion(asyncio.to_thread(self._convert_orphans))
         if self.audit_enabled:
             self.writer.load_spool()
             self._tasks.append(asyncio.create_task(self.writer.run(), name="sshgw-audit-writer"))
@@ -288,6 +296,8 @@ class Observer:
     async def stop(self) -> None:
         for track in list(self._tracks.values()):
             track.end(None, "shutdown")
+        if self._conversions:
+            await asyncio.wait(set(self._conversions), timeout=60.0)
         if self.audit_enabled and self._started and not await self.writer.flush(timeout=5.0):
             log.warning("audit: database did not take all records before shutdown")
         tasks, self._tasks = self._tasks, []
@@ -445,6 +455,39 @@ class Observer:
             return None
         self.metrics.recordings_started.inc()
         return rec
+
+    # Recordings: the spool becomes an asciicast file in a worker thread -------------------
+
+    def convert_later(self, rec: Recorder) -> None:
+        """Write the asciicast file of a finished recording off the event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): do it now
+            self._convert(rec)
+            return
+        self._track_conversion(asyncio.to_thread(self._convert, rec))
+
+    def _track_conversion(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="sshgw-recording")
+        self._conversions.add(task)
+        task.add_done_callback(self._conversions.discard)
+
+    def _convert(self, rec: Recorder) -> None:
+        try:
+            rec.convert()
+        except (OSError, ValueError) as exc:
+            self.metrics.recording_errors.inc()
+            log.error("cannot write recording %s: %s", rec.path, exc)
+
+    def _convert_orphans(self) -> None:
+        try:
+            done = convert_orphans(self.settings.effective_recordings_dir)
+        except (OSError, ValueError) as exc:
+            self.metrics.recording_errors.inc()
+            log.error("cannot convert recordings left by an earlier run: %s", exc)
+            return
+        if done:
+            log.info("converted %d recordings left by an earlier run", len(done))
 
     def session_ended(self, track: SessionTrack) -> None:
         self._tracks.pop(track.id, None)

@@ -347,4 +347,3 @@ class AuditWriter:
         if loaded:
             log.info("audit: %d spooled records from an earlier run queued", len(loaded))
         return len(loaded)
-

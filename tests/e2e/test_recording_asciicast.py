@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import GatewayFactory
-from tests.e2e.helpers import Gateway, PtyProcess, unique
+from tests.e2e.helpers import Gateway, PtyProcess, unique, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -37,6 +37,14 @@ def shell_session(gateway: Gateway, login: str, resize: bool = False) -> None:
 
 def sessions_of(gateway: Gateway, user: str) -> list[dict[str, Any]]:
     return list(json.loads(gateway.cli("sessions", "--user", user, "--json").stdout))
+
+
+def recording_of(sess: dict[str, Any]) -> Path:
+    """The session's asciicast file (written out right after the session ends)."""
+    assert sess["recording"], sess
+    path = Path(sess["recording"])
+    assert wait_until(path.exists, timeout=30), f"{path} was never written"
+    return path
 
 
 def load_cast(path: Path) -> tuple[dict[str, Any], list[list[Any]]]:
@@ -74,8 +82,7 @@ def test_pty_session_is_recorded_as_asciicast_v2(
 
     (sess,) = sessions_of(gateway, user)
     assert sess["kind"] == "shell"
-    assert sess["recording"], sess
-    path = Path(sess["recording"])
+    path = recording_of(sess)
     assert path.is_file()
     assert path.is_relative_to(gateway.data_dir / "recordings")
     assert path.stat().st_mode & 0o077 == 0
@@ -104,6 +111,7 @@ def test_recording_plays_in_asciinema_and_sshgw_replay(
     user = setup(gateway, c)
     shell_session(gateway, f"{user}+{c}")
     (sess,) = sessions_of(gateway, user)
+    recording_of(sess)
 
     res = subprocess.run(
         ["asciinema", "play", "--speed", "100", sess["recording"]],
@@ -168,6 +176,6 @@ def test_global_switches(
     user = setup(with_input, c)
     shell_session(with_input, f"{user}+{c}")
     (sess,) = sessions_of(with_input, user)
-    _, events = load_cast(Path(sess["recording"]))
+    _, events = load_cast(recording_of(sess))
     typed = "".join(ev[2] for ev in events if ev[1] == "i")
     assert "echo REC$((6*7))" in typed

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.observe.recorder import CastError, Recorder, read_cast
+from gateway.observe.recorder import (
+    CastError,
+    Recorder,
+    convert_orphans,
+    read_cast,
+    spool_in_use,
+)
 
 
 def _lines(path: Path) -> list[object]:
@@ -21,7 +27,7 @@ def test_header_and_output_events(tmp_path: Path) -> None:
     rec = Recorder(path, cols=100, rows=30, term="xterm-256color", title="alice+web1")
     rec.output(b"hello\r\n")
     rec.output(b"\x1b[1mbold\x1b[0m")
-    rec.close()
+    rec.convert()
     lines = _lines(path)
     header = lines[0]
     assert isinstance(header, dict)
@@ -41,7 +47,7 @@ def test_header_and_output_events(tmp_path: Path) -> None:
 
 def test_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "rec" / "s.cast"
-    Recorder(path, cols=80, rows=24).close()
+    Recorder(path, cols=80, rows=24).convert()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) & 0o077 == 0
 
@@ -62,7 +68,7 @@ def test_utf8_split_across_reads_and_invalid_bytes(tmp_path: Path) -> None:
     rec.output(euro[1:] + b"b")
     rec.output(b"\xff\xfe")
     rec.output(euro[:2])  # cut off at the end: flushed as U+FFFD on close
-    rec.close()
+    rec.convert()
     hdr, events = read_cast(path)
     text = "".join(e.data for e in events if e.code == "o")
     assert text == "a€b\ufffd\ufffd\ufffd"
@@ -76,7 +82,7 @@ def test_resize_and_input(tmp_path: Path) -> None:
     rec.resize(120, 40)
     rec.resize(0, 0)  # ignored
     rec.output(b"x")
-    rec.close()
+    rec.convert()
     _, events = read_cast(path)
     got = [(e.code, e.data) for e in events]
     assert got == [("i", "ls\r"), ("r", "120x40"), ("o", "x")]
@@ -87,13 +93,13 @@ def test_input_not_recorded_unless_asked(tmp_path: Path) -> None:
     rec = Recorder(path, cols=80, rows=24)
     rec.input(b"secret\r")
     rec.output(b"out")
-    rec.close()
+    rec.convert()
     assert "secret" not in path.read_text()
 
 
 def test_zero_size_header_gets_defaults(tmp_path: Path) -> None:
     path = tmp_path / "s.cast"
-    Recorder(path, cols=0, rows=0).close()
+    Recorder(path, cols=0, rows=0).convert()
     hdr, events = read_cast(path)
     assert (hdr.width, hdr.height) == (80, 24)
     assert list(events) == []
@@ -103,7 +109,7 @@ def test_all_byte_values_survive_as_valid_json(tmp_path: Path) -> None:
     path = tmp_path / "s.cast"
     rec = Recorder(path, cols=80, rows=24)
     rec.output(bytes(range(256)))
-    rec.close()
+    rec.convert()
     for line in path.read_bytes().splitlines():
         json.loads(line)  # every line is valid JSON
     _, events = read_cast(path)
@@ -114,8 +120,8 @@ def test_all_byte_values_survive_as_valid_json(tmp_path: Path) -> None:
 def test_close_is_idempotent_and_later_writes_ignored(tmp_path: Path) -> None:
     path = tmp_path / "s.cast"
     rec = Recorder(path, cols=80, rows=24)
-    rec.close()
-    rec.close()
+    rec.convert()
+    rec.convert()
     rec.output(b"late")
     assert rec.closed
     assert len(path.read_text().splitlines()) == 1
@@ -136,3 +142,33 @@ def test_read_cast_stops_at_a_torn_last_line(tmp_path: Path) -> None:
     path.write_text('{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "a"]\n[0.2, "o", "b')
     _, events = read_cast(path)
     assert [e.data for e in events] == ["a"]
+
+
+def test_data_path_writes_only_the_spool(tmp_path: Path) -> None:
+    path = tmp_path / "s.cast"
+    rec = Recorder(path, cols=80, rows=24)
+    rec.output(b"x" * 10)
+    assert not path.exists()
+    assert rec.spool.exists()
+    assert spool_in_use(rec.spool)
+    rec.close()
+    assert not spool_in_use(rec.spool)
+    rec.convert()
+    assert path.exists() and not rec.spool.exists()
+
+
+def test_spool_left_by_a_crash_is_converted_up_to_its_last_whole_frame(tmp_path: Path) -> None:
+    path = tmp_path / "day" / "s.cast"
+    rec = Recorder(path, cols=80, rows=24)
+    rec.output(b"before the crash")
+    rec.output(b"0123456789")
+    rec.close()
+    spool = rec.spool
+    spool.write_bytes(spool.read_bytes()[:-3])  # the last frame is torn
+    live = Recorder(tmp_path / "day" / "live.cast", cols=80, rows=24)  # still recording
+    assert convert_orphans(tmp_path) == [path]
+    assert not spool.exists()
+    _, events = read_cast(path)
+    assert [e.data for e in events] == ["before the crash"]
+    assert live.spool.exists() and not live.path.exists()
+    live.convert()
