@@ -153,8 +153,13 @@ def convert_orphans(directory: Path) -> list[Path]:
     done: list[Path] = []
     if not directory.is_dir():
         return done
+    # A spool is locked a moment after it is made: leave very young ones alone.
+    cutoff = time.time() - 5.0
     for spool in sorted(directory.rglob("*.cast" + SPOOL_SUFFIX)):
-        if spool_in_use(spool):
+        try:
+            if spool.stat().st_mtime > cutoff or spool_in_use(spool):
+                continue
+        except FileNotFoundError:
             continue
         with contextlib.suppress(FileNotFoundError):  # converted by someone else meanwhile
             done.append(convert_spool(spool))

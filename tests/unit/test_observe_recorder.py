@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,7 @@ def test_spool_left_by_a_crash_is_converted_up_to_its_last_whole_frame(tmp_path:
     rec.close()
     spool = rec.spool
     spool.write_bytes(spool.read_bytes()[:-3])  # the last frame is torn
+    os.utime(spool, (time.time() - 60, time.time() - 60))
     live = Recorder(tmp_path / "day" / "live.cast", cols=80, rows=24)  # still recording
     assert convert_orphans(tmp_path) == [path]
     assert not spool.exists()
