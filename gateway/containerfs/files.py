@@ -158,13 +158,11 @@ class _Source:
 class ReadFile:
     """A file opened for reading."""
 
-    def __init__(
-        self, fs: ContainerFS, path: bytes, target: bytes, st: Stat, data: bytes | None
-    ) -> None:
+    def __init__(self, fs: ContainerFS, path: bytes, target: bytes, data: bytes | None) -> None:
         self.fs = fs
         self.path = path
         self.target = target
-        self.st = st
+        self._st: Stat | None = None
         self._data = data
         self._src: _Source | None = None
         self._last: tuple[int, bytes] | None = None
@@ -217,6 +215,11 @@ class ReadFile:
             shot = await fs.oneshot(line)
             self._src = _Source(shot, offset, None)
 
+    async def fstat(self) -> Stat:
+        if self._st is None:
+            self._st = await self.fs.raw_stat(self.target, self.path)
+        return self._st
+
     async def close(self) -> None:
         self.closed = True
         self._data = None
@@ -229,7 +232,12 @@ class ReadFile:
 
 
 class WriteFile:
-    """A file opened for writing (and maybe reading)."""
+    """A file opened for writing (and maybe reading).
+
+    A new file lives under a temporary name until close. Its mode and times are kept here and
+    applied in the same request that writes the last data and renames it (``q_finish``), so a
+    small upload costs one round trip at close; ``fstat`` applies them first.
+    """
 
     def __init__(
         self,
@@ -252,12 +260,15 @@ class WriteFile:
         self.excl = excl
         self.append = append
         self.readable = readable
-        # chmod to apply before the rename (a new file's requested mode); None: leave it
-        self.create_mode = create_mode
         self._pending = bytearray()
         self._pending_start = 0
         self._writer: OneShot | None = None
         self._writer_pos = 0
+        # A temporary file: its exact size, and attributes still to apply.
+        self._size = 0
+        self._mode = create_mode
+        self._atime: int | None = None
+        self._mtime: int | None = None
         self.nbytes = 0
         self.closed = False
 
@@ -268,13 +279,19 @@ class WriteFile:
             raise FSError(errno.EBADF, self.path)
         n = len(data)
         self.nbytes += n
+        if self.temp:
+            if self.append:
+                offset = self._size
+            self._size = max(self._size, offset + n)
+            self._atime = self._mtime = None  # a write after setting times moves mtime
+        append = self.append and not self.temp
         if self._writer is not None:
-            if self.append or offset == self._writer_pos:
+            if append or offset == self._writer_pos:
                 await self._writer.write(data)
                 self._writer_pos += n
                 return n
             await self._finish_writer()
-        if self._pending and (self.append or offset == self._pending_start + len(self._pending)):
+        if self._pending and (append or offset == self._pending_start + len(self._pending)):
             self._pending += data
         else:
             if self._pending:
@@ -290,15 +307,16 @@ class WriteFile:
             return
         data = bytes(self._pending)
         self._pending = bytearray()
+        append = 1 if self.append and not self.temp else 0
         code, body = await self.fs.helper.call(
-            "q_put", self.target, self._pending_start, len(data), 1 if self.append else 0, data=data
+            "q_put", self.target, self._pending_start, len(data), append, data=data
         )
         if code != 0:
             raise FSError(classify(body), self.path)
 
     async def _start_writer(self) -> None:
         start = self._pending_start
-        if self.append:
+        if self.append and not self.temp:
             flags = b" oflag=append conv=notrunc"
         else:
             flags = b" oflag=seek_bytes " + sq(b"seek=%d" % start) + b" conv=notrunc"
@@ -323,6 +341,15 @@ class WriteFile:
         await self._finish_writer()
         await self._flush_pending()
 
+    async def _apply_deferred(self) -> None:
+        if self._mode is None and self._atime is None and self._mtime is None:
+            return
+        mode, atime, mtime = self._mode, self._atime, self._mtime
+        self._mode = self._atime = self._mtime = None
+        await self.fs.raw_setstat(
+            self.target, self.path, True, None, None, None, mode, atime, mtime
+        )
+
     # Other operations on the handle ------------------------------------------------------------
 
     async def read(self, offset: int, size: int) -> bytes:
@@ -339,6 +366,8 @@ class WriteFile:
 
     async def fstat(self) -> Stat:
         await self.flush()
+        if self.temp:
+            await self._apply_deferred()
         return await self.fs.raw_stat(self.target, self.path)
 
     async def setstat(
@@ -351,25 +380,53 @@ class WriteFile:
         atime: int | None = None,
         mtime: int | None = None,
     ) -> None:
+        if self.temp:
+            if size is not None and size == self._size:
+                size = None  # OpenSSH's scp "truncates" every upload to its own size
+            if mode is not None:
+                self._mode = mode
+                mode = None
+            if atime is not None or mtime is not None:
+                self._atime, self._mtime = atime, mtime
+                atime = mtime = None
+            if size is None and uid is None and gid is None:
+                return
+            if size is not None:
+                self._size = size
         await self.flush()
-        if mode is not None:
-            self.create_mode = None  # an explicit mode wins over the one asked at open
         await self.fs.raw_setstat(self.target, self.path, True, size, uid, gid, mode, atime, mtime)
 
     async def close(self) -> None:
         if self.closed:
             return
         try:
-            await self.flush()
+            if self.temp:
+                await self._finish_writer()
+            else:
+                await self.flush()
         except BaseException:
             await self.abort()
             raise
         self.closed = True
         if not self.temp:
             return
-        mode = b"%o" % self.create_mode if self.create_mode is not None else b""
+        data = bytes(self._pending)
+        self._pending = bytearray()
+
+        def opt(v: int | None, fmt: bytes = b"%d") -> bytes:
+            return b"" if v is None else fmt % v
+
         code, body = await self.fs.helper.call(
-            "q_commit", self.target, self.final, mode, 1 if self.excl else 0
+            "q_finish",
+            self.target,
+            self.final,
+            len(data),
+            self._pending_start,
+            opt(self._mode, b"%o"),
+            opt(self._atime),
+            opt(self._mtime),
+            1 if self.excl else 0,
+            data=data,
         )
         if code != 0:
             raise FSError(classify(body), self.path)

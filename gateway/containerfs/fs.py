@@ -313,7 +313,9 @@ class ContainerFS:
 
     async def open_read(self, path: bytes) -> ReadFile:
         real = await self._checked(path, True)
-        code, body = await self.helper.call("q_open_r", real, SMALL_READ, limit=SMALL_READ + 4096)
+        code, body = await self.helper.call(
+            "q_open_r", real, SMALL_READ + 1, limit=SMALL_READ + 4096
+        )
         if code != 0:
             if code == 2:
                 raise FSError(errno.EIO, path, "read failed")
@@ -321,12 +323,9 @@ class ContainerFS:
             text = body.strip().splitlines()
             detail = "not a regular file" if text and text[-1] == b"Not a regular file" else None
             raise FSError(err, path, detail)
-        line, _, data = body.partition(b"\n")
-        st = parse_stat(line)
-        content: bytes | None = None
-        if st.size <= SMALL_READ and len(data) <= SMALL_READ:
-            content = data  # the whole file (it may have changed size since the stat)
-        f = ReadFile(self, path, real, st, content)
+        # A small file arrived whole; a larger one is streamed from the start on demand.
+        content = body if len(body) <= SMALL_READ else None
+        f = ReadFile(self, path, real, content)
         self._open.add(f)
         return f
 

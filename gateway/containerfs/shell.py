@@ -108,17 +108,12 @@ q_list() {
   cd /
 }
 q_open_r() {
-  _s=$(stat -L -c "$F" -- "$1" 2>&1 </dev/null) || { printf '%s\n' "$_s"; _t 1; return; }
-  set -- "$1" "$2" $_s
-  case $((0x$3 & 61440)) in
-    16384) echo 'Is a directory'; _t 1; return ;;
-    4096 | 49152) echo 'Not a regular file'; _t 1; return ;;
-  esac
+  # builtin checks only; the content (up to $2 bytes) follows directly
+  if [ ! -e "$1" ]; then _why "$1"; _t 1; return; fi
+  if [ -d "$1" ]; then echo 'Is a directory'; _t 1; return; fi
+  if [ -p "$1" ] || [ -S "$1" ]; then echo 'Not a regular file'; _t 1; return; fi
   [ -r "$1" ] || { echo 'Permission denied'; _t 1; return; }
-  printf '%s\n' "$_s"
-  if [ "$6" -le "$2" ]; then
-    dd if="$1" bs=65536 iflag=count_bytes count=$(($2 + 1)) 2>/dev/null </dev/null || { _t 2; return; }
-  fi
+  dd if="$1" bs=65536 iflag=count_bytes count="$2" 2>/dev/null </dev/null || { _t 2; return; }
   _t 0
 }
 q_read() {
@@ -155,14 +150,17 @@ q_put() {
   fi
   _t $?
 }
-q_commit() {
-  if [ -n "$3" ]; then
-    chmod "$3" -- "$1" 2>&1 </dev/null || { rm -f -- "$1"; _t 1; return; }
+q_finish() {
+  # tmp final nbytes offset mode atime mtime excl: data from stdin, attributes, rename
+  if [ "$3" -gt 0 ]; then
+    dd of="$1" bs=65536 iflag=count_bytes,fullblock count="$3" oflag=seek_bytes seek="$4" \
+      conv=notrunc status=none 2>&1 || { rm -f -- "$1" </dev/null; _t 1; return; }
   fi
+  _attrs "$1" 1 "" "" "" "$5" "$6" "$7" || { rm -f -- "$1" </dev/null; _t 1; return; }
   if [ -d "$2" ] && [ ! -L "$2" ]; then
     echo 'Is a directory'; rm -f -- "$1" </dev/null; _t 1; return
   fi
-  if [ "$4" = 1 ]; then
+  if [ "$8" = 1 ]; then
     if ln -- "$1" "$2" 2>/dev/null </dev/null; then rm -f -- "$1" </dev/null; _t 0; return; fi
     if [ -e "$2" ] || [ -L "$2" ]; then echo 'File exists'; rm -f -- "$1"; _t 1; return; fi
   fi
@@ -191,35 +189,36 @@ q_readlink() {
   fi
   _x readlink -- "$1"
 }
-q_setstat() {
+_attrs() {
   _h=
   [ "$2" = 1 ] || _h=-h
   if [ -n "$3" ]; then
     if command -v truncate >/dev/null 2>&1; then
-      truncate -s "$3" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+      truncate -s "$3" -- "$1" 2>&1 </dev/null || return 1
     else
-      dd if=/dev/null of="$1" bs=1 seek="$3" count=0 status=none 2>&1 </dev/null || { _t 1; return; }
+      dd if=/dev/null of="$1" bs=1 seek="$3" count=0 status=none 2>&1 </dev/null || return 1
     fi
   fi
   if [ -n "$4$5" ]; then
     if [ -n "$4" ]; then _o=$4${5:+:$5}; else _o=:$5; fi
-    chown $_h -- "$_o" "$1" 2>&1 </dev/null || { _t 1; return; }
+    chown $_h -- "$_o" "$1" 2>&1 </dev/null || return 1
   fi
   if [ -n "$6" ] && { [ -z "$_h" ] || [ ! -L "$1" ]; }; then
-    chmod "$6" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+    chmod "$6" -- "$1" 2>&1 </dev/null || return 1
   fi
   if [ -n "$8" ]; then
     if [ "$7" = "$8" ]; then
-      touch -c $_h -d "@$8" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+      touch -c $_h -d "@$8" -- "$1" 2>&1 </dev/null || return 1
     else
-      touch -c $_h -m -d "@$8" -- "$1" 2>&1 </dev/null || { _t 1; return; }
-      [ -z "$7" ] || touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+      touch -c $_h -m -d "@$8" -- "$1" 2>&1 </dev/null || return 1
+      [ -z "$7" ] || touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || return 1
     fi
   elif [ -n "$7" ]; then
-    touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || { _t 1; return; }
+    touch -c $_h -a -d "@$7" -- "$1" 2>&1 </dev/null || return 1
   fi
-  _t 0
+  return 0
 }
+q_setstat() { if _attrs "$@"; then _t 0; else _t 1; fi; }
 q_statvfs() { _x stat -f -c '%s %S %b %f %a %c %d %i %l' -- "$1"; }
 q_kill() {
   _c=

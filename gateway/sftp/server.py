@@ -193,7 +193,9 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
 
     def _read_only(self, op: str, path: bytes) -> NoReturn:
         self._emit(op, path, 0, "denied", time.monotonic())
-        raise SFTPPermissionDenied(f"{_show(path)}: read-only access (no sftp-write right)")
+        raise SFTPPermissionDenied(
+            f"{_show(path)}: Permission denied (read-only access: no sftp-write right)"
+        )
 
     async def _run(self, op: str, path: bytes, fn: Callable[[ContainerFS], Any]) -> Any:
         t0 = time.monotonic()
@@ -325,7 +327,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         h = self._handle(file_obj)
         f = h.file
         try:
-            st = f.st if isinstance(f, ReadFile) else await f.fstat()
+            st = await f.fstat()
         except GatewayError as exc:
             raise _sftp_error(exc) from None
         return attrs_from_stat(st)

@@ -190,7 +190,7 @@ async def test_reads_small_large_and_at_offsets(engine: DockerEngine, container:
         assert await get(fs, b"/tmp/small") == b"small"
         assert await get(fs, b"/tmp/big") == big
         f = await fs.open_read(b"/tmp/big")
-        assert f.st.size == len(big)
+        assert (await f.fstat()).size == len(big)
         # out of order: restarts, skips ahead, repeats, end of file
         for offset, size in [
             (2_000_000, 70_000),
