@@ -82,13 +82,17 @@ def test_motd_not_shown_on_exec(
     assert MOTD.encode() not in res.stderr
 
 
+@pytest.mark.parametrize("type_ahead", [False, True], ids=["after-prompt", "type-ahead"])
 def test_pty_initial_size_and_resize(
-    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str, type_ahead: bool
 ) -> None:
     c = make_container(busybox_image)
     user = setup_user(gateway, c)
     with spawn(gateway, f"{user}+{c}", rows=33, cols=111) as p:
-        p.read_until(MOTD.encode())
+        if not type_ahead:
+            p.read_until(MOTD.encode())
+            p.read_until(b"$ ")  # the shell's prompt
+        # with type_ahead, typed before the shell is up: its echo may come first
         p.send(b"stty size\r")
         p.read_until(re.compile(rb"\r?\n33 111\r?\n"))
         for rows, cols in ((50, 140), (20, 60)):
