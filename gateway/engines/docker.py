@@ -235,6 +235,13 @@ class DockerEngine:
 
     # Low-level request helper ------------------------------------------------------------
 
+    def _error(self, op: str, exc: aiodocker.DockerError) -> EngineUnavailable:
+        """One clear line for an engine failure; connection trouble names the endpoint only."""
+        message = _docker_message(exc)
+        if exc.status >= 900 or "Cannot connect" in message:
+            return EngineUnavailable(f"Docker engine unreachable at {self._host}")
+        return EngineUnavailable(f"Docker engine error ({op}): {message}")
+
     async def _json(
         self,
         op: str,
@@ -248,7 +255,7 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise
-            raise EngineUnavailable(f"Docker engine error ({op}): {_docker_message(exc)}") from None
+            raise self._error(op, exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(
                 f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
@@ -261,7 +268,7 @@ class DockerEngine:
             async with self._client()._query("_ping") as resp:
                 await resp.read()
         except aiodocker.DockerError as exc:
-            raise EngineUnavailable(f"Docker engine error (ping): {_docker_message(exc)}") from None
+            raise self._error("ping", exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(
                 f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
@@ -336,6 +343,8 @@ class DockerEngine:
         try:
             await stream._init()
         except aiodocker.DockerError as exc:
+            if exc.status >= 900:
+                raise self._error("exec_start", exc) from None
             raise ExecFailed(f"cannot start process: {_docker_message(exc)}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(

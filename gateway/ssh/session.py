@@ -364,7 +364,10 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             "shell" if kind == "shell" else "exec", login_ref, rows, cols, command or ""
         )
         if kind == "shell" and pty and self.gw.motd:
-            stdout.write(self.gw.motd.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+            motd = self.gw.motd.replace("\r\n", "\n")
+            if not motd.endswith("\n"):
+                motd += "\n"
+            stdout.write(motd.replace("\n", "\r\n").encode())
         t0 = time.monotonic()
         try:
             stream = await self.gw.engine.exec(
@@ -494,6 +497,9 @@ class _Bridge:
                 if not self.pty:
                     self.stream.write_eof()
                 return
+            if self.pty and not self.ready.is_set():
+                # The terminal would echo type-ahead before the process announced itself.
+                await self.ready.wait()
             self.track.to_container(len(data))
             if self.pty:
                 self.track.input(data)
@@ -514,23 +520,23 @@ class _Bridge:
             if waiting:
                 if kind == mark_stream:
                     mark += data
-                    m = PID_MARK_RE.match(mark)
+                    m = PID_MARK_RE.search(mark, 0, PID_MARK_MAX * 8)
                     if m is not None:
                         self.pid = int(m.group(1))
                         waiting = False
                         self.ready.set()
                         if self.pty:
                             self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
+                        before = bytes(mark[: m.start()])
                         rest = bytes(mark[m.end() :])
                         for k, d in held:
                             await self._emit(k, d, stdout, stderr)
                         held.clear()
-                        if rest:
-                            await self._emit(kind, rest, stdout, stderr)
+                        for part in (before, rest):
+                            if part:
+                                await self._emit(kind, part, stdout, stderr)
                         continue
-                    if len(mark) >= PID_MARK_MAX or not (
-                        PID_MARK_START.startswith(bytes(mark[: len(PID_MARK_START)]))
-                    ):
+                    if len(mark) >= PID_MARK_MAX * 8 or (PID_MARK_START[:1] not in mark):
                         waiting = False
                         self.start_output += mark[:4096]
                         held.append((kind, bytes(mark)))
