@@ -45,7 +45,7 @@ export PYTHONUNBUFFERED=1
 PACKAGES=(
     docker.io:dockerd busybox-static: openssh-client:ssh openssh-server:sshd
     postgresql:pg_ctlcluster postgresql-client:psql rsync:rsync debootstrap:debootstrap
-    prometheus:promtool tmux:tmux procps:pgrep iproute2:ss util-linux:flock
+    prometheus:promtool tmux:tmux sshpass:sshpass procps:pgrep iproute2:ss util-linux:flock
     ca-certificates: git:git python3-venv: python3-pip:
 )
 
