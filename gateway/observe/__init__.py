@@ -258,6 +258,8 @@ class Observer:
     """Metrics, audit trail, recordings, health listener and the kill poller of one gateway."""
 
     kill_poll_interval = 1.0
+    # Seconds between the end of a session and writing its asciicast file.
+    convert_delay = 0.5
 
     def __init__(self, settings: Settings, store: StoreLike, engine: DockerEngine) -> None:
         self.settings = settings
@@ -465,7 +467,12 @@ class Observer:
         except RuntimeError:  # no loop (tools, tests): do it now
             self._convert(rec)
             return
-        self._track_conversion(asyncio.to_thread(self._convert, rec))
+        self._track_conversion(self._convert_soon(rec))
+
+    async def _convert_soon(self, rec: Recorder) -> None:
+        # Let the session finish closing first: the conversion competes for the interpreter.
+        await asyncio.sleep(self.convert_delay)
+        await asyncio.to_thread(self._convert, rec)
 
     def _track_conversion(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name="sshgw-recording")
