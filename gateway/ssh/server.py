@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gateway.errors import BadLogin, GatewayError, StoreUnavailable
+from gateway.observe.logs import conn_id_var
 from gateway.routing import Target, parse_login
 from gateway.store import AuthUser, verify_password
 
@@ -113,6 +114,7 @@ class GatewayConnection(asyncssh.SSHServer):
     # Authentication -------------------------------------------------------------------------
 
     async def begin_auth(self, username: str) -> bool:
+        conn_id_var.set(self.conn_id)
         self._user = None
         self._target = None
         try:

@@ -27,6 +27,7 @@ from gateway.errors import (
     NoSuchContainer,
 )
 from gateway.observe import SessionInfo, SessionTrack
+from gateway.observe.logs import conn_id_var, session_id_var
 from gateway.policy import Decision, DenyReason, Grant, Right, Subject, access, decide
 from gateway.policy import Target as PolicyTarget
 from gateway.ssh.wrapper import (
@@ -107,6 +108,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         chan = self.chan
         ident = self.gwconn.identity
         assert ident is not None
+        # This task runs in its own context: every log line it writes carries the ids.
+        conn_id_var.set(self.gwconn.conn_id)
+        session_id_var.set(self.session_id[:12])
         pty = chan.get_terminal_type() is not None
         kind, command = self._kind()
         status = 1
@@ -623,10 +627,10 @@ class _Bridge:
         return code
 
     async def _resize(self) -> None:
-        rows, cols = self.size
         for delay in (0.0, 0.05, 0.2):
             if delay:
                 await asyncio.sleep(delay)
+            rows, cols = self.size  # the newest size, if it changed meanwhile
             if await self.stream.resize(rows, cols):
                 return
 
