@@ -15,22 +15,20 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
 import typer
 
 from gateway.cli.common import actor, open_store, parse_when, print_json, run, say, settings, table
 from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.observe.audit import AUDIT, SESSIONS
-from gateway.observe.recorder import (
-    CastError,
-    convert_spool,
-    read_cast,
-    spool_in_use,
-    spool_path,
-)
 from gateway.store import Store
+from gateway.store.models import AuditEvent, SessionRow
+
+# The gateway's observability package (aiohttp, Docker client) is imported only by `replay`,
+# so every other command starts quickly.
+AUDIT = cast(sa.Table, AuditEvent.__table__)
+SESSIONS = cast(sa.Table, SessionRow.__table__)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -473,6 +471,14 @@ def replay_cmd(
     ] = None,
 ) -> None:
     """Play a session recording to the terminal at real speed (or N times faster)."""
+    from gateway.observe.recorder import (
+        CastError,
+        convert_spool,
+        read_cast,
+        spool_in_use,
+        spool_path,
+    )
+
     cfg = settings(ctx)
 
     async def go() -> Any:
