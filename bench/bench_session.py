@@ -14,6 +14,7 @@ Targets (issue 2): (a) sshgw <= 0.5x OpenSSH's time; (b) sshgw >= 0.8x OpenSSH's
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -49,6 +50,15 @@ def rss_kib(pid: int, field: str) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                     if got != size:
                         raise BenchError(f"{s.name}: got {got} bytes, expected {size}")
                 rss_before = rss_kib(gw_pid, "VmRSS")
+                # Only the sshgw path uses the gateway: its CPU time is that path's cost.
+                cpu_before = cpu_seconds(gw_pid)
                 interleave(paths, args.cat_runs)
+                gw_cpu = (cpu_seconds(gw_pid) - cpu_before) / args.cat_runs
                 rss_peak = rss_kib(gw_pid, "VmHWM")
             b_gw, b_ssh, b_dx = (s for s, _ in paths)
     except BenchError as exc:
@@ -135,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(b) sshgw / OpenSSH throughput = {b_ratio:.2f}x  (target >= {CAT_TARGET}x):"
         f" {'met' if b_ratio >= CAT_TARGET else 'MISSED'}"
     )
+    if gw_cpu:
+        print(
+            f"gateway CPU per (b) run: {gw_cpu:.2f} s"
+            f" ({gw_cpu / b_gw.median * 100:.0f}% of one core over the run)"
+        )
     if rss_before:
         print(
             f"gateway memory: RSS {rss_before / 1024:.0f} MiB before (b),"
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "connect_ratio": round(a_ratio, 3),
                 "cat_ratio": round(b_ratio, 3),
                 "gateway_rss_kib": {"before": rss_before, "peak": rss_peak},
+                "gateway_cpu_s_per_cat": round(gw_cpu, 3),
             },
         )
     return 0

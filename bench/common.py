@@ -140,6 +140,15 @@ def count_output(argv: Argv) -> int:
     return total
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, not idle or iowait) so far."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Series:
     """Repeated timings of one way of doing something."""
@@ -147,6 +156,8 @@ class Series:
     name: str
     times: list[float] = field(default_factory=list)
     nbytes: int = 0
+    # Machine-wide busy CPU seconds during each run (every process: client, server, engine).
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -165,6 +176,7 @@ class Series:
             "max_s": round(max(self.times), 5),
             "bytes": self.nbytes,
             "mb_per_s": round(self.mbps, 1) if self.nbytes else None,
+            "machine_cpu_s": round(statistics.median(self.cpu), 4) if self.cpu else None,
         }
 
 
@@ -172,7 +184,9 @@ def interleave(series: Sequence[tuple[Series, Argv]], n: int, **kw: Any) -> None
     """Run each command ``n`` times, round-robin, so drift on the machine hits all alike."""
     for _ in range(n):
         for s, argv in series:
+            busy = machine_busy()
             s.times.append(time_run(argv, **kw))
+            s.cpu.append(machine_busy() - busy)
 
 
 def print_table(title: str, rows: Sequence[Series], baseline: Series, throughput: bool) -> None:
@@ -180,6 +194,7 @@ def print_table(title: str, rows: Sequence[Series], baseline: Series, throughput
     print(title)
     head = f"  {'path':<28} {'n':>3} {'median':>10} {'min':>10} {'max':>10}"
     head += f" {'MB/s':>8} {'vs OpenSSH':>11}" if throughput else f" {'vs OpenSSH':>11}"
+    head += f" {'CPU (all)':>10}"
     print(head)
     for s in rows:
         line = (
@@ -192,7 +207,10 @@ def print_table(title: str, rows: Sequence[Series], baseline: Series, throughput
         else:
             ratio = s.median / baseline.median
             line += f" {ratio:>10.2f}x"
+        if s.cpu:
+            line += f" {statistics.median(s.cpu) * 1000:>8.0f}ms"
         print(line)
+    print("  (CPU (all): busy CPU time of the whole machine during one run, median)")
 
 
 def dump_json(path: Path, data: Mapping[str, Any]) -> None:
