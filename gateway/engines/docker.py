@@ -294,8 +294,8 @@ class DockerEngine:
                 raise NoSuchContainer(ref) from None
             raise
         c = _container_from_inspect(data)
-        # Docker also matches ID prefixes; require at least the 12 characters the CLI shows
-        # unless the name matched exactly, so a one-letter login cannot sweep IDs.
+        # Docker also matches ID prefixes; unless the name matched exactly, require at least
+        # 4 hex characters, so a one- to three-letter login cannot sweep IDs.
         if ref != c.name and not (c.id.startswith(ref) and len(ref) >= 4):
             raise NoSuchContainer(ref)
         return c
