@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import tempfile
+import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.containerfs.errors import FSError
 from gateway.containerfs.helper import OneShot, ShellHelper
@@ -36,10 +38,22 @@ MAX_READ = 4 * 1024 * 1024
 SKIP_AHEAD = 1024 * 1024
 
 
-class _Source:
-    """A dedicated process producing the file's bytes from ``pos`` on."""
+class DataStream(Protocol):
+    """Where a file's bytes come from: a one-shot process, or the engine's archive API."""
 
-    def __init__(self, shot: OneShot, pos: int, tar_name: bytes | None) -> None:
+    stderr: bytearray
+
+    async def read(self) -> bytes | None: ...
+
+    async def wait(self, timeout: float = 30.0) -> int: ...
+
+    async def stop(self, helper: ShellHelper | None) -> None: ...
+
+
+class _Source:
+    """A dedicated stream producing the file's bytes from ``pos`` on."""
+
+    def __init__(self, shot: DataStream, pos: int, tar_name: bytes | None) -> None:
         self.shot = shot
         self.pos = pos
         self._tar = TarReader() if tar_name is not None else None
@@ -199,6 +213,13 @@ class ReadFile:
             await old.close(self.fs.helper)
         fs = self.fs
         target = self.target
+        if fs.archive is not None:
+            # the archive API cannot seek: stream from the start and skip
+            stream = await fs.archive.open_stream(target)
+            self._src = _Source(stream, 0, member_path(target.rpartition(b"/")[2]))
+            if offset:
+                await self._src.skip(offset)
+            return
         if offset == 0 and fs.has_tool("tar"):
             folder, _, name = target.rpartition(b"/")
             line = b"tar -chf - -C " + sq(folder or b"/") + b" -- " + sq(name) + b" </dev/null"
@@ -444,3 +465,98 @@ class WriteFile:
                 await self.fs.helper.call("q_discard", self.target, timeout=30.0)
             except FSError as exc:
                 log.debug("cannot remove %r: %s", self.target, exc)
+
+
+class ArchiveWriteFile(WriteFile):
+    """A whole-file upload through the archive API (an image without a shell, login root).
+
+    The content collects in a spooled temporary buffer (memory up to 8 MiB, then a private
+    temporary file of the gateway) and is sent as one tar member on close; an interrupted
+    upload therefore never reaches the container.
+    """
+
+    def __init__(
+        self,
+        fs: ContainerFS,
+        path: bytes,
+        final: bytes,
+        *,
+        mode: int,
+        readable: bool,
+        append: bool,
+    ) -> None:
+        super().__init__(
+            fs, path, final, final, temp=True, excl=False, append=append, readable=readable,
+            create_mode=mode,
+        )  # fmt: skip
+        self._spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=8 << 20, prefix="sshgw-upload-"
+        )
+        self._create = mode
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.closed:
+            raise FSError(errno.EBADF, self.path)
+        if self.append:
+            offset = self._size
+        self._spool.seek(offset)
+        self._spool.write(data)
+        self._size = max(self._size, offset + len(data))
+        self._mtime = None
+        self.nbytes += len(data)
+        return len(data)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        if not self.readable:
+            raise FSError(errno.EBADF, self.path, "the file is not open for reading")
+        self._spool.seek(offset)
+        return self._spool.read(max(0, min(size, MAX_READ)))
+
+    async def flush(self) -> None:
+        return None
+
+    async def fstat(self) -> Stat:
+        now = int(time.time())
+        mtime = self._mtime if self._mtime is not None else now
+        mode = self._mode if self._mode is not None else self._create
+        return Stat(mode=0o100000 | mode, uid=0, gid=0, size=self._size, atime=mtime,
+                    mtime=mtime, nlink=1)  # fmt: skip
+
+    async def setstat(
+        self,
+        *,
+        size: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mode: int | None = None,
+        atime: int | None = None,
+        mtime: int | None = None,
+    ) -> None:
+        if uid is not None or gid is not None:
+            raise FSError(
+                errno.EOPNOTSUPP, self.path, "changing the owner needs a shell in the container"
+            )
+        if size is not None:
+            self._spool.truncate(size)
+            self._size = size
+        if mode is not None:
+            self._mode = mode & 0o7777
+        if mtime is not None:
+            self._mtime = mtime
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        archive = self.fs.archive
+        assert archive is not None
+        mode = self._mode if self._mode is not None else self._create
+        mtime = self._mtime if self._mtime is not None else int(time.time())
+        try:
+            await archive.put_file(self.final, self._spool, self._size, mode, mtime)
+        finally:
+            self._spool.close()
+
+    async def abort(self) -> None:
+        self.closed = True
+        self._spool.close()

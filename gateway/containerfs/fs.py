@@ -21,10 +21,12 @@ import posixpath
 import stat as statmod
 from dataclasses import dataclass
 
-from gateway.containerfs.errors import FSError
-from gateway.containerfs.files import SMALL_READ, ReadFile, WriteFile
+from gateway.containerfs.archive import ArchiveBackend, no_shell
+from gateway.containerfs.errors import FSError, NoShell
+from gateway.containerfs.files import SMALL_READ, ArchiveWriteFile, ReadFile, WriteFile
 from gateway.containerfs.helper import LIST_LIMIT, HelperInfo, OneShot, ShellHelper
 from gateway.containerfs.shell import Stat, classify, parse_listing, parse_stat
+from gateway.containerfs.tar import DIRECTORY, SYMLINK
 from gateway.engines.docker import Container, DockerEngine
 from gateway.policy import normalize_prefix, path_allowed
 
@@ -68,14 +70,37 @@ class ContainerFS:
         self._cwd: bytes | None = None
         self._names: tuple[dict[int, str], dict[int, str]] | None = None
         self._open: set[ReadFile | WriteFile] = set()
+        # Set when the image has no shell and the login is root: Docker's archive API instead.
+        self.archive: ArchiveBackend | None = None
 
     # Session ---------------------------------------------------------------------------------
 
     async def start(self) -> HelperInfo:
-        info = await self.helper.start()
+        if self.archive is not None:
+            return HelperInfo(home=self.cwd, umask=0o022, tools=frozenset())
+        try:
+            info = await self.helper.start()
+        except NoShell:
+            if not self._root_login():
+                raise NoShell(
+                    "this image has no /bin/sh: without one, only the root login can transfer"
+                    " files (through Docker's archive API, which ignores the container's"
+                    " permissions)"
+                ) from None
+            self.archive = ArchiveBackend(self.engine, self.container.id)
+            info = HelperInfo(home=b"/root", umask=0o022, tools=frozenset())
+            try:
+                if not (await self.archive.stat(b"/root", True)).is_dir:
+                    info = HelperInfo(home=b"/", umask=0o022, tools=frozenset())
+            except FSError:
+                info = HelperInfo(home=b"/", umask=0o022, tools=frozenset())
         if self._cwd is None:
             self._cwd = await self._start_dir(info.home)
         return info
+
+    def _root_login(self) -> bool:
+        name = self.login.split(":", 1)[0]
+        return name in ("root", "0")
 
     async def _start_dir(self, home: bytes) -> bytes:
         if not self.paths:
@@ -128,6 +153,8 @@ class ContainerFS:
     async def resolve(self, path: bytes, follow: bool) -> bytes:
         """The physical path inside the container (the last component need not exist)."""
         p = self.abspath(path)
+        if self.archive is not None:
+            return await self.archive.resolve(p, follow)
         code, body = await self.helper.call("q_real", p, 1 if follow else 0)
         if code != 0:
             raise FSError(classify(body), path)
@@ -154,6 +181,11 @@ class ContainerFS:
     # Metadata --------------------------------------------------------------------------------
 
     async def raw_stat(self, real: bytes, shown: bytes, follow: bool = True) -> Stat:
+        if self.archive is not None:
+            try:
+                return await self.archive.stat(real, follow)
+            except FSError as exc:
+                raise FSError(exc.code, shown, exc.reason) from None
         code, body = await self.helper.call("q_stat" if follow else "q_lstat", real)
         if code != 0:
             raise FSError(classify(body), shown)
@@ -164,10 +196,13 @@ class ContainerFS:
 
     async def listdir(self, path: bytes) -> list[tuple[bytes, Stat]]:
         real = await self._checked(path, True)
-        code, body = await self.helper.call("q_list", real, limit=LIST_LIMIT, timeout=600.0)
-        if code != 0:
-            raise FSError(classify(body), path)
-        entries = parse_listing(body)
+        if self.archive is not None:
+            entries = await self.archive.listdir(real)
+        else:
+            code, body = await self.helper.call("q_list", real, limit=LIST_LIMIT, timeout=600.0)
+            if code != 0:
+                raise FSError(classify(body), path)
+            entries = parse_listing(body)
         if self.paths:
             parent = posixpath.dirname(real.rstrip(b"/")) or b"/"
             if not self.allowed(parent):
@@ -177,15 +212,36 @@ class ContainerFS:
     async def mkdir(self, path: bytes, mode: int | None) -> None:
         real = await self._checked(path, False)
         perms = (0o777 if mode is None else mode) & 0o7777 & ~self.umask
+        if self.archive is not None:
+            await self._archive_new(real, path)
+            await self.archive.put_member(real, DIRECTORY, perms)
+            return
         await self._simple("q_mkdir", path, real, b"%o" % perms)
 
+    async def _archive_new(self, real: bytes, shown: bytes) -> None:
+        """The archive API overwrites: refuse when something exists there already."""
+        assert self.archive is not None
+        try:
+            await self.archive.stat(real, False)
+        except FSError as exc:
+            if exc.code == errno.ENOENT:
+                return
+            raise
+        raise FSError(errno.EEXIST, shown)
+
     async def rmdir(self, path: bytes) -> None:
+        if self.archive is not None:
+            raise no_shell("removing a directory")
         await self._simple("q_rmdir", path, await self._checked(path, False))
 
     async def remove(self, path: bytes) -> None:
+        if self.archive is not None:
+            raise no_shell("removing a file")
         await self._simple("q_rm", path, await self._checked(path, False))
 
     async def rename(self, old: bytes, new: bytes, overwrite: bool) -> None:
+        if self.archive is not None:
+            raise no_shell("renaming")
         src = await self._checked(old, False)
         dst = await self._checked(new, False)
         code, body = await self.helper.call("q_mv", src, dst, 0 if overwrite else 1)
@@ -196,15 +252,24 @@ class ContainerFS:
     async def symlink(self, target: bytes, linkpath: bytes) -> None:
         if b"\0" in target:
             raise FSError(errno.EINVAL, linkpath, "invalid link target")
-        await self._simple("q_symlink", linkpath, target, await self._checked(linkpath, False))
+        real = await self._checked(linkpath, False)
+        if self.archive is not None:
+            await self._archive_new(real, linkpath)
+            await self.archive.put_member(real, SYMLINK, 0o777, target)
+            return
+        await self._simple("q_symlink", linkpath, target, real)
 
     async def link(self, old: bytes, new: bytes) -> None:
+        if self.archive is not None:
+            raise no_shell("a hard link")
         src = await self._checked(old, False)
         dst = await self._checked(new, False)
         await self._simple("q_link", new, src, dst)
 
     async def readlink(self, path: bytes) -> bytes:
         real = await self._checked(path, False)
+        if self.archive is not None:
+            return await self.archive.readlink(real)
         code, body = await self.helper.call("q_readlink", real)
         if code != 0:
             raise FSError(classify(body), path)
@@ -227,6 +292,8 @@ class ContainerFS:
 
         if size is not None and size < 0:
             raise FSError(errno.EINVAL, shown)
+        if self.archive is not None:
+            raise no_shell("changing attributes of a file")
         code, body = await self.helper.call(
             "q_setstat",
             real,
@@ -258,6 +325,8 @@ class ContainerFS:
 
     async def statvfs(self, path: bytes) -> VFSStat:
         real = await self._checked(path, True)
+        if self.archive is not None:
+            raise no_shell("file system statistics")
         code, body = await self.helper.call("q_statvfs", real)
         if code != 0:
             raise FSError(classify(body), path)
@@ -294,6 +363,8 @@ class ContainerFS:
 
     async def _id_map(self, path: bytes) -> dict[int, str]:
         out: dict[int, str] = {}
+        if self.archive is not None:
+            return out
         try:
             code, body = await self.helper.call("q_cat", path, 1 << 20, limit=(1 << 20) + 1024)
         except FSError:
@@ -313,6 +384,15 @@ class ContainerFS:
 
     async def open_read(self, path: bytes) -> ReadFile:
         real = await self._checked(path, True)
+        if self.archive is not None:
+            st = await self.raw_stat(real, path, True)
+            if st.is_dir:
+                raise FSError(errno.EISDIR, path)
+            if not st.is_file:
+                raise FSError(errno.EINVAL, path, "not a regular file")
+            f = ReadFile(self, path, await self.archive.resolve(real, True), None)
+            self._open.add(f)
+            return f
         code, body = await self.helper.call(
             "q_open_r", real, SMALL_READ + 1, limit=SMALL_READ + 4096
         )
@@ -343,6 +423,10 @@ class ContainerFS:
         real = await self._checked(path, True)
         if real.endswith(b"/"):
             raise FSError(errno.EISDIR, path)
+        if self.archive is not None:
+            return await self._archive_open_write(
+                path, real, create, truncate, exclusive, append, readable, mode
+            )
         folder, _, _ = real.rpartition(b"/")
         tmp = (folder or b"") + b"/.sshgw-" + os.urandom(6).hex().encode() + b".tmp"
         flags = (
@@ -383,6 +467,41 @@ class ContainerFS:
                 readable=readable,
                 create_mode=create_mode,
             )
+        self._open.add(f)
+        return f
+
+    async def _archive_open_write(
+        self,
+        path: bytes,
+        real: bytes,
+        create: bool,
+        truncate: bool,
+        exclusive: bool,
+        append: bool,
+        readable: bool,
+        mode: int | None,
+    ) -> WriteFile:
+        assert self.archive is not None
+        real = await self.archive.resolve(real, True)
+        try:
+            st: Stat | None = await self.archive.stat(real, True)
+        except FSError as exc:
+            if exc.code != errno.ENOENT:
+                raise
+            st = None
+        if st is not None:
+            if exclusive:
+                raise FSError(errno.EEXIST, path)
+            if st.is_dir:
+                raise FSError(errno.EISDIR, path)
+            if not truncate:
+                raise no_shell("changing an existing file in place")
+            perms = st.mode & 0o7777
+        else:
+            if not create:
+                raise FSError(errno.ENOENT, path)
+            perms = (0o666 if mode is None else mode) & 0o7777 & ~self.umask
+        f = ArchiveWriteFile(self, path, real, mode=perms, readable=readable, append=append)
         self._open.add(f)
         return f
 

@@ -462,15 +462,70 @@ async def test_image_without_tar(
         await fs.close()
 
 
-async def test_image_without_shell_is_refused_clearly(
+async def test_image_without_shell_refuses_other_logins(
     engine: DockerEngine, make_container: MakeContainer, noshell_image: str
 ) -> None:
     c = make_container(noshell_image)
-    fs = ContainerFS(engine, await engine.resolve(c), "root")
+    fs = ContainerFS(engine, await engine.resolve(c), "app")
     with pytest.raises(NoShell) as e:
         await fs.start()
-    assert "/bin/sh" in e.value.user_message
+    assert "/bin/sh" in e.value.user_message and "root" in e.value.user_message
     await fs.close()
+
+
+async def test_image_without_shell_uses_the_archive_api_for_root(
+    engine: DockerEngine, make_container: MakeContainer, noshell_image: str
+) -> None:
+    c = make_container(noshell_image)
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    fs = await open_fs(engine, c, login="root")
+    try:
+        assert fs.archive is not None and fs.cwd == b"/root"
+        await fs.mkdir(b"/tmp/dir", 0o750)
+        await put(fs, b"/tmp/dir/data.bin", data)
+        await put(fs, "/tmp/dir/ütf \n".encode(), b"odd")
+        await fs.symlink(b"data.bin", b"/tmp/dir/link")
+        listing = dict(await fs.listdir(b"/tmp/dir"))
+        assert set(listing) == {b".", b"data.bin", "ütf \n".encode(), b"link"}
+        assert listing[b"data.bin"].size == len(data) and listing[b"link"].is_symlink
+        assert (await fs.stat(b"/tmp/dir")).mode & 0o777 == 0o750
+        assert await get(fs, b"/tmp/dir/data.bin") == data
+        assert await get(fs, b"/tmp/dir/link") == data
+        assert await fs.readlink(b"/tmp/dir/link") == b"data.bin"
+        assert await fs.realpath(b"/tmp/dir/link") == b"/tmp/dir/data.bin"
+        f = await fs.open_read(b"/tmp/dir/data.bin")
+        assert await f.read(2_000_000, 1000) == data[2_000_000:2_001_000]
+        await f.close()
+        with pytest.raises(FSError) as e:
+            await fs.stat(b"/tmp/dir/missing")
+        assert e.value.code == errno.ENOENT
+        with pytest.raises(FSError) as e:
+            await fs.mkdir(b"/tmp/dir", None)
+        assert e.value.code == errno.EEXIST
+        for op in (
+            fs.remove(b"/tmp/dir/data.bin"),
+            fs.rename(b"/tmp/dir/data.bin", b"/tmp/x", overwrite=False),
+            fs.setstat(b"/tmp/dir/data.bin", mode=0o600),
+        ):
+            with pytest.raises(FSError) as e:
+                await op
+            assert e.value.code == errno.EOPNOTSUPP and "without a shell" in e.value.user_message
+        # an upload that is given up never reaches the container
+        w = await fs.open_write(
+            b"/tmp/dir/aborted",
+            create=True,
+            truncate=True,
+            exclusive=False,
+            append=False,
+            readable=False,
+            mode=None,
+        )
+        await w.write(0, b"partial")
+        await w.abort()
+        with pytest.raises(FSError):
+            await fs.stat(b"/tmp/dir/aborted")
+    finally:
+        await fs.close()
 
 
 async def test_unknown_login_is_reported(engine: DockerEngine, container: str) -> None:
