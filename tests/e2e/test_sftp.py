@@ -404,3 +404,30 @@ def test_paramiko_random_access(
                 f.seek(offset)
                 assert f.read(70_000) == big[offset : offset + 70_000]
     assert in_container(c, "ls -A /tmp | grep -c sshgw || true").strip() == "0"
+
+
+def test_container_without_shell(
+    gateway: Gateway, make_container: MakeContainer, noshell_image: str, tmp_path: Path
+) -> None:
+    c = make_container(noshell_image)
+    src = random_file(tmp_path / "f.bin", 3 * 1024 * 1024)
+    root_user = files_user(gateway, c, logins="root")
+    res = sftp(
+        gateway,
+        root_user,
+        c,
+        "mkdir /tmp/d\nput f.bin /tmp/d/f.bin\nls -l /tmp/d\nget /tmp/d/f.bin back.bin\n",
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert sha256_file(tmp_path / "back.bin") == sha256_file(src)
+    assert "f.bin" in res.stdout.decode()
+    res = sftp(gateway, root_user, c, "rm /tmp/d/f.bin\n", tmp_path, timeout=60)
+    assert res.returncode != 0
+    no_traceback(res.stderr)
+    # other logins: the archive API would ignore the container's permissions, so refuse
+    app_user = files_user(gateway, c, logins="app")
+    res = sftp(gateway, app_user, c, "ls /\n", tmp_path, timeout=60)
+    assert res.returncode != 0
+    assert "/bin/sh" in res.stderr.decode(), res.stderr
+    no_traceback(res.stderr)
