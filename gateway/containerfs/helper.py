@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
 from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command
 from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream
-from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
+from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,15 @@ async def _start_exec(
 def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
     text = out.decode("utf-8", "replace").strip().splitlines()
     last = text[-1] if text else ""
-    if "unable to find user" in last or "no matching entries in passwd" in last:
+    lower = last.lower()
+    if "unable to find user" in lower or "no matching entries in passwd" in lower:
         return FSError(errno.EACCES, b"", f"login {login!r} does not exist in the container")
-    if code in _NOT_FOUND_CODES or "executable file not found" in last or "no such file" in last:
+    if "executable file not found" in lower or "no such file or directory" in lower or code == 127:
         return NoShell("file transfer needs /bin/sh in the container, and this image has none")
-    return ContainerGone(f"cannot start the file helper in the container ({last[:200] or code})")
+    if "not running" in lower or "is paused" in lower or "stopped state" in lower:
+        return ContainerGone("the container is not running")
+    detail = last[:200] or f"exit status {code}"
+    return ContainerGone(f"cannot start the file helper in the container ({detail})")
 
 
 class ShellHelper:
@@ -139,9 +143,14 @@ class ShellHelper:
         mark = b"\0" + nonce + b" "
         try:
             async with asyncio.timeout(timeout):
-                await stream.write(b"T=" + nonce + b"; " + line + b"\n")
-                if data:
-                    await stream.write(data)
+                try:
+                    await stream.write(b"T=" + nonce + b"; " + line + b"\n")
+                    if data:
+                        await stream.write(data)
+                except (GatewayError, AssertionError, OSError) as exc:
+                    # aiodocker asserts when the connection is already gone
+                    log.debug("helper write failed: %r", exc)
+                    raise ContainerGone() from None
                 buf = self._buf
                 start = 0
                 while True:
@@ -273,7 +282,7 @@ class OneShot:
     async def write(self, data: bytes) -> None:
         try:
             await self._stream.write(data)
-        except EngineUnavailable:
+        except (EngineUnavailable, AssertionError, OSError):
             raise ContainerGone("the write stream into the container broke") from None
 
     def write_eof(self) -> None:

@@ -555,3 +555,28 @@ async def test_close_releases_every_process(engine: DockerEngine, container: str
     await fs.close()
     # the processes end on their own shortly after (a signal, the end of their input)
     assert await wait_gone(container, ("sh -c", "dd ", "tar ")), top(container)
+
+
+async def test_container_stopped_mid_session(
+    engine: DockerEngine, make_container: MakeContainer, busybox_image: str
+) -> None:
+    c = make_container(busybox_image)
+    sh(c, "dd if=/dev/zero of=/tmp/z bs=1M count=50 2>/dev/null")
+    fs = await open_fs(engine, c)
+    try:
+        f = await fs.open_read(b"/tmp/z")
+        assert len(await f.read(0, 65536)) == 65536
+        await asyncio.to_thread(
+            subprocess.run, ["docker", "kill", c], capture_output=True, timeout=60, check=True
+        )
+        # every operation fails with a clear message; nothing hangs
+        async with asyncio.timeout(60):
+            with pytest.raises(FSError):
+                await f.read(65536, 8 << 20)
+                await f.read(65536 + (8 << 20), 8 << 20)
+            for _ in range(2):
+                with pytest.raises(FSError) as e:
+                    await fs.stat(b"/etc/passwd")
+            assert "not running" in e.value.user_message or "lost" in e.value.user_message
+    finally:
+        await fs.close()
