@@ -183,6 +183,11 @@ class ReadFile:
         self.nbytes = 0
         self.closed = False
 
+    @property
+    def held(self) -> int:
+        """Bytes of content this file keeps in memory."""
+        return len(self._data) if self._data is not None else 0
+
     async def read(self, offset: int, size: int) -> bytes:
         size = max(0, min(size, MAX_READ))
         if self._data is not None:
@@ -244,6 +249,7 @@ class ReadFile:
     async def close(self) -> None:
         self.closed = True
         self._data = None
+        self.fs.forget(self)
         if self._src is not None:
             src, self._src = self._src, None
             await src.close(self.fs.helper)
@@ -420,6 +426,7 @@ class WriteFile:
     async def close(self) -> None:
         if self.closed:
             return
+        self.fs.forget(self)
         try:
             if self.temp:
                 await self._finish_writer()
@@ -455,6 +462,7 @@ class WriteFile:
     async def abort(self) -> None:
         """Give up: stop the stream, remove the temporary file (a new file never appears)."""
         self.closed = True
+        self.fs.forget(self)
         self._pending = bytearray()
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -548,6 +556,7 @@ class ArchiveWriteFile(WriteFile):
         if self.closed:
             return
         self.closed = True
+        self.fs.forget(self)
         archive = self.fs.archive
         assert archive is not None
         mode = self._mode if self._mode is not None else self._create
@@ -559,4 +568,5 @@ class ArchiveWriteFile(WriteFile):
 
     async def abort(self) -> None:
         self.closed = True
+        self.fs.forget(self)
         self._spool.close()

@@ -33,6 +33,9 @@ from gateway.policy import normalize_prefix, path_allowed
 log = logging.getLogger(__name__)
 
 OUTSIDE = "outside the paths this grant allows"
+# Open files per session, and file content held in memory for small reads across them.
+MAX_OPEN_FILES = 128
+INLINE_BUDGET = 16 << 20
 
 
 def _text(path: bytes) -> str:
@@ -382,7 +385,15 @@ class ContainerFS:
 
     # Files -----------------------------------------------------------------------------------
 
+    def _check_open_limit(self, path: bytes) -> None:
+        if len(self._open) >= MAX_OPEN_FILES:
+            raise FSError(errno.EMFILE, path, f"too many open files (at most {MAX_OPEN_FILES})")
+
+    def _inline_held(self) -> int:
+        return sum(f.held for f in self._open if isinstance(f, ReadFile))
+
     async def open_read(self, path: bytes) -> ReadFile:
+        self._check_open_limit(path)
         real = await self._checked(path, True)
         if self.archive is not None:
             st = await self.raw_stat(real, path, True)
@@ -393,9 +404,9 @@ class ContainerFS:
             f = ReadFile(self, path, await self.archive.resolve(real, True), None)
             self._open.add(f)
             return f
-        code, body = await self.helper.call(
-            "q_open_r", real, SMALL_READ + 1, limit=SMALL_READ + 4096
-        )
+        # Small files come whole with the open, within a memory budget for the session.
+        inline = SMALL_READ + 1 if self._inline_held() + SMALL_READ <= INLINE_BUDGET else 0
+        code, body = await self.helper.call("q_open_r", real, inline, limit=SMALL_READ + 4096)
         if code != 0:
             if code == 2:
                 raise FSError(errno.EIO, path, "read failed")
@@ -404,7 +415,7 @@ class ContainerFS:
             detail = "not a regular file" if text and text[-1] == b"Not a regular file" else None
             raise FSError(err, path, detail)
         # A small file arrived whole; a larger one is streamed from the start on demand.
-        content = body if len(body) <= SMALL_READ else None
+        content = body if inline and len(body) <= SMALL_READ else None
         f = ReadFile(self, path, real, content)
         self._open.add(f)
         return f
@@ -420,6 +431,7 @@ class ContainerFS:
         readable: bool,
         mode: int | None,
     ) -> WriteFile:
+        self._check_open_limit(path)
         real = await self._checked(path, True)
         if real.endswith(b"/"):
             raise FSError(errno.EISDIR, path)

@@ -113,7 +113,9 @@ q_open_r() {
   if [ -d "$1" ]; then echo 'Is a directory'; _t 1; return; fi
   if [ -p "$1" ] || [ -S "$1" ]; then echo 'Not a regular file'; _t 1; return; fi
   [ -r "$1" ] || { echo 'Permission denied'; _t 1; return; }
-  dd if="$1" bs=65536 iflag=count_bytes count="$2" 2>/dev/null </dev/null || { _t 2; return; }
+  if [ "$2" -gt 0 ]; then
+    dd if="$1" bs=65536 iflag=count_bytes count="$2" 2>/dev/null </dev/null || { _t 2; return; }
+  fi
   _t 0
 }
 q_read() {

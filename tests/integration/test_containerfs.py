@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from gateway.containerfs import ContainerFS, FSError, NoShell
+from gateway.containerfs.fs import INLINE_BUDGET, MAX_OPEN_FILES
 from gateway.engines import DockerEngine
 
 pytestmark = pytest.mark.docker
@@ -578,5 +579,25 @@ async def test_container_stopped_mid_session(
                 with pytest.raises(FSError) as e:
                     await fs.stat(b"/etc/passwd")
             assert "not running" in e.value.user_message or "lost" in e.value.user_message
+    finally:
+        await fs.close()
+
+
+async def test_open_files_are_bounded(engine: DockerEngine, container: str) -> None:
+    sh(container, "head -c 400000 /dev/urandom > /tmp/small")
+    fs = await open_fs(engine, container)
+    files = []
+    try:
+        for _ in range(MAX_OPEN_FILES):
+            files.append(await fs.open_read(b"/tmp/small"))
+        # whole small files are held in memory only within the session's budget
+        assert sum(f.held for f in files) <= INLINE_BUDGET
+        assert await files[-1].read(0, 10) == await files[0].read(0, 10)
+        with pytest.raises(FSError) as e:
+            await fs.open_read(b"/tmp/small")
+        assert e.value.code == errno.EMFILE
+        for f in files:
+            await f.close()
+        await (await fs.open_read(b"/tmp/small")).close()
     finally:
         await fs.close()
