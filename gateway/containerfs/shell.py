@@ -22,6 +22,8 @@ import stat as statmod
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.containerfs.errors import FSError
+
 # The stat(1) format shared by every query: raw mode (hex), uid, gid, size, atime, mtime, links.
 STAT_FORMAT: Final = "%f %u %g %s %X %Y %h"
 
@@ -298,8 +300,11 @@ _DOT_RECORD = re.compile(_FIELDS + rb" (\.\.?)\n")
 _ENTRY_START = re.compile(rb"\n" + _FIELDS + rb" \./")
 
 
-class ParseError(ValueError):
+class ParseError(FSError):
     """The container answered something we cannot parse."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.EIO, b"", detail)
 
 
 def _stat_from(m: re.Match[bytes]) -> Stat:

@@ -60,6 +60,7 @@ from asyncssh.constants import (
 
 from gateway.containerfs import ContainerFS, FSError, ReadFile, Stat, WriteFile
 from gateway.errors import GatewayError
+from gateway.sftp import FileOp
 
 if TYPE_CHECKING:
     from gateway.sftp import FileAccess
@@ -178,8 +179,6 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         cb = self._access.on_op
         if cb is None:
             return
-        from gateway.sftp import FileOp
-
         try:
             cb(FileOp(op, _show(path), nbytes, result, time.monotonic() - started))
         except Exception:  # bookkeeping must never break the data path
