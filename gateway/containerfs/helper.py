@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
 from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command
-from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream
+from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream, container_gone_text
 from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
         return FSError(errno.EACCES, b"", f"login {login!r} does not exist in the container")
     if "executable file not found" in lower or "no such file or directory" in lower or code == 127:
         return NoShell("file transfer needs /bin/sh in the container, and this image has none")
-    if "not running" in lower or "is paused" in lower or "stopped state" in lower:
+    if container_gone_text(lower):
         return ContainerGone("the container is not running")
     detail = last[:200] or f"exit status {code}"
     return ContainerGone(f"cannot start the file helper in the container ({detail})")

@@ -75,6 +75,24 @@ def _container_from_list(data: Mapping[str, Any]) -> Container:
     )
 
 
+# What the engine says when a process cannot start because its container is stopping or gone.
+_GONE_PHRASES = (
+    "not running",
+    "is paused",
+    "stopped state",
+    "deleted state",
+    "ttrpc: closed",
+    "is restarting",
+    "no such container",
+)
+
+
+def container_gone_text(text: str) -> bool:
+    """True when an engine error text means the container is not running (any more)."""
+    lower = text.lower()
+    return any(p in lower for p in _GONE_PHRASES)
+
+
 def _docker_message(exc: aiodocker.DockerError) -> str:
     msg = exc.message if isinstance(exc.message, str) else str(exc.message)
     return msg.strip() or f"HTTP {exc.status}"
@@ -335,7 +353,7 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             raise NoSuchContainer(container_id[:12]) from exc
         except EngineUnavailable as exc:
-            if "is not running" in exc.user_message or "is paused" in exc.user_message:
+            if container_gone_text(exc.user_message):
                 raise ExecFailed("container is not running") from None
             raise
         exec_id = str(created["Id"])
@@ -346,6 +364,8 @@ class DockerEngine:
         except aiodocker.DockerError as exc:
             if exc.status >= 900:
                 raise self._error("exec_start", exc) from None
+            if container_gone_text(_docker_message(exc)):
+                raise ExecFailed("container is not running") from None
             raise ExecFailed(f"cannot start process: {_docker_message(exc)}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(
