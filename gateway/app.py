@@ -17,7 +17,7 @@ from gateway.observe import Observer
 from gateway.observe.logs import setup_logging
 from gateway.ssh.hostkeys import ensure_host_keys
 from gateway.ssh.server import Gateway, GatewayConnection
-from gateway.store import Store
+from gateway.store import Store, safe_url
 
 log = logging.getLogger("gateway")
 
@@ -104,7 +104,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             __version__,
             bound[0],
             bound[1],
-            _safe_db(settings.effective_database_url),
+            safe_url(settings.effective_database_url),
             engine.endpoint,
         )
         for k in host_keys:
@@ -134,13 +134,3 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         await observer.stop()
         await engine.close()
         await store.close()
-
-
-def _safe_db(url: str) -> str:
-    """A database URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

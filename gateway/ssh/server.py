@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -149,11 +148,10 @@ class GatewayConnection(asyncssh.SSHServer):
         user = self._usable_user()
         fingerprint = key.get_fingerprint("sha256")
         if user is not None:
-            now = datetime.now(UTC)
             for k in user.keys:
                 if k.fingerprint != fingerprint:
                     continue
-                if k.expires_at is not None and _aware(k.expires_at) <= now:
+                if k.expired():
                     break
                 self._method = "publickey"
                 self._accepted_key = fingerprint
@@ -234,7 +232,3 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def unix_server_requested(self, listen_path: str) -> bool:
         return False
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
