@@ -19,6 +19,7 @@ import asyncssh
 from gateway.errors import BadLogin, GatewayError, StoreUnavailable
 from gateway.observe.logs import conn_id_var
 from gateway.routing import Target, parse_login
+from gateway.ssh.transport import coalesce_writes
 from gateway.store import AuthUser, verify_password
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        coalesce_writes(conn)
         peer = conn.get_extra_info("peername")
         if peer:
             host, port = peer[0], peer[1]
