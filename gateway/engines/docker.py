@@ -19,14 +19,13 @@ from typing import Any
 
 import aiodocker
 import aiohttp
-from aiodocker.stream import Stream
 
+from gateway.engines.attach import STDERR, STDOUT, AttachError, AttachProtocol, start_attached
 from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
 
 log = logging.getLogger(__name__)
 
-STDOUT = 1
-STDERR = 2
+__all__ = ["STDERR", "STDOUT", "Container", "DockerEngine", "ExecStream"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +100,14 @@ def _docker_message(exc: aiodocker.DockerError) -> str:
 class ExecStream:
     """One process running inside a container: bytes in, bytes out, an exit code.
 
-    Reads give ``(STDOUT|STDERR, data)`` tuples or ``None`` at the end of output. Backpressure:
-    aiodocker stops reading from the socket when 64 KiB are queued and we do not read.
+    Reads give ``(STDOUT|STDERR, data)`` tuples or ``None`` at the end of output; a read
+    returns everything of one stream that has arrived, joined. Backpressure: the socket is paused
+    while 1 MiB is waiting to be read (:mod:`gateway.engines.attach`).
     """
 
-    def __init__(self, engine: DockerEngine, exec_id: str, stream: Stream, tty: bool) -> None:
+    def __init__(
+        self, engine: DockerEngine, exec_id: str, stream: AttachProtocol, tty: bool
+    ) -> None:
         self.engine = engine
         self.exec_id = exec_id
         self.tty = tty
@@ -115,22 +117,14 @@ class ExecStream:
         self.exit_code: int | None = None
 
     async def read(self) -> tuple[int, bytes] | None:
-        try:
-            msg = await self._stream.read_out()
-        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-            log.debug("exec %s: stream ended with %r", self.exec_id[:12], exc)
-            return None
-        if msg is None:
-            return None
-        return msg.stream, msg.data
+        return await self._stream.read()
 
     async def write(self, data: bytes) -> None:
         if self._closed or self._eof_sent:
             return
         try:
-            await self._stream.write_in(data)
-        except (aiohttp.ClientError, OSError, RuntimeError, AssertionError):
-            # aiodocker asserts on a connection that is already gone.
+            await self._stream.write(data)
+        except OSError:
             raise EngineUnavailable("the process's input is closed") from None
 
     def write_eof(self) -> None:
@@ -141,12 +135,7 @@ class ExecStream:
         if self._eof_sent or self._closed or self.tty:
             return
         self._eof_sent = True
-        resp = self._stream._resp
-        if resp is None or resp.connection is None:
-            return
-        transport = resp.connection.transport
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
+        self._stream.write_eof()
 
     async def resize(self, rows: int, cols: int) -> bool:
         """Set the TTY size; False when the exec is not ready yet or already gone."""
@@ -178,10 +167,17 @@ class ExecStream:
         if self._closed:
             return
         self._closed = True
-        try:
-            await self._stream.close()
-        except Exception as exc:  # closing a dead socket: nothing to do
-            log.debug("exec %s: close: %r", self.exec_id[:12], exc)
+        self._stream.close()
+
+
+def _host_port(host: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` (HOST may be a bracketed IPv6 address); the port defaults to 2375."""
+    rest = host.removeprefix("tcp://").split("/", 1)[0]
+    if rest.startswith("["):
+        addr, _, tail = rest[1:].partition("]")
+        return addr, int(tail.removeprefix(":") or 2375)
+    addr, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    return addr, int(port or 2375)
 
 
 class DockerEngine:
@@ -198,6 +194,9 @@ class DockerEngine:
         self._cert_path = cert_path
         self._docker: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
+        # Where exec streams connect (filled in with the client).
+        self._unix_path: str | None = None
+        self._tcp: tuple[str, int, ssl.SSLContext | None] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -212,9 +211,8 @@ class DockerEngine:
         host = self._host
         # The default connectors cap the pool at 100; every attached exec holds a connection.
         if host.startswith("unix://"):
-            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
-                path=host.removeprefix("unix://"), limit=0
-            )
+            self._unix_path = host.removeprefix("unix://")
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self._unix_path, limit=0)
             self._connector = connector
             return aiodocker.Docker(url="unix://localhost", connector=connector)
         if host.startswith("tcp://"):
@@ -234,9 +232,11 @@ class DockerEngine:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
                 url = "https://" + host.removeprefix("tcp://")
+                self._tcp = (*_host_port(host), ctx)
                 self._connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
                 return aiodocker.Docker(url=url, connector=self._connector)
             url = "http://" + host.removeprefix("tcp://")
+            self._tcp = (*_host_port(host), None)
             self._connector = aiohttp.TCPConnector(limit=0)
             return aiodocker.Docker(url=url, connector=self._connector)
         raise EngineUnavailable(f"unsupported Docker endpoint {host!r} (use unix:// or tcp://)")
@@ -357,17 +357,18 @@ class DockerEngine:
                 raise ExecFailed("container is not running") from None
             raise
         exec_id = str(created["Id"])
-        ex = aiodocker.execs.Exec(self._client(), exec_id, tty)
-        stream = ex.start(detach=False)
+        where: dict[str, Any] = (
+            {"unix_path": self._unix_path}
+            if self._tcp is None
+            else {"host": self._tcp[0], "port": self._tcp[1], "ssl_context": self._tcp[2]}
+        )
         try:
-            await stream._init()
-        except aiodocker.DockerError as exc:
-            if exc.status >= 900:
-                raise self._error("exec_start", exc) from None
-            if container_gone_text(_docker_message(exc)):
+            stream = await start_attached(asyncio.get_running_loop(), exec_id, tty, **where)
+        except AttachError as exc:
+            if container_gone_text(exc.message):
                 raise ExecFailed("container is not running") from None
-            raise ExecFailed(f"cannot start process: {_docker_message(exc)}") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ExecFailed(f"cannot start process: {exc.message}") from None
+        except (TimeoutError, OSError) as exc:
             raise EngineUnavailable(
                 f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
             ) from None
