@@ -2,7 +2,8 @@
 
   (a) connect + authenticate + run ``:``   ssh through sshgw | ssh to sshd | docker exec
   (b) ``cat`` of a 200 MB file to /dev/null  (sshgw reads it inside the container, sshd reads
-      the same bytes on the host, docker exec reads them in the container)
+      the same bytes on the host, docker exec reads them in the container; for reference, sshd
+      also runs ``docker exec … cat``: the engine path behind a C SSH server)
 
 Run as root from the repository root (needs Docker, OpenSSH client and server):
 
@@ -108,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                         b.sshd_ssh(f"cat {host_file}"),
                     ),
                     (Series("docker exec c cat", nbytes=size), b.docker_exec("cat", inside)),
+                    # The same engine path behind a C SSH server: sshd runs the docker CLI.
+                    (
+                        Series("OpenSSH sshd -> docker exec", nbytes=size),
+                        b.sshd_ssh(" ".join(b.docker_exec("cat", inside))),
+                    ),
                 ]
                 # One untimed, counted run each: checks the byte count and warms the page cache.
                 for s, cmd in paths:
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 interleave(paths, args.cat_runs)
                 gw_cpu = (cpu_seconds(gw_pid) - cpu_before) / args.cat_runs
                 rss_peak = rss_kib(gw_pid, "VmHWM")
-            b_gw, b_ssh, b_dx = (s for s, _ in paths)
+            b_gw, b_ssh, b_dx, b_sdx = (s for s, _ in paths)
     except BenchError as exc:
         print(f"bench_session: {exc}", file=sys.stderr)
         return 1
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         "(a) connect + auth + run ':' (wall time per run)", [a_gw, a_ssh, a_dx], a_ssh, False
     )
-    print_table(f"(b) cat {args.size_mb} MB > /dev/null", [b_gw, b_ssh, b_dx], b_ssh, True)
+    print_table(f"(b) cat {args.size_mb} MB > /dev/null", [b_gw, b_ssh, b_dx, b_sdx], b_ssh, True)
     a_ratio = a_gw.median / a_ssh.median
     b_ratio = b_gw.mbps / b_ssh.mbps
     print()
@@ -147,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"(b) sshgw / OpenSSH throughput = {b_ratio:.2f}x  (target >= {CAT_TARGET}x):"
         f" {'met' if b_ratio >= CAT_TARGET else 'MISSED'}"
+    )
+    print(
+        f"    for reference: OpenSSH sshd running 'docker exec' = {b_sdx.mbps / b_ssh.mbps:.2f}x,"
+        f" sshgw / that = {b_gw.mbps / b_sdx.mbps:.2f}x"
     )
     if gw_cpu:
         print(
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json,
             {
                 "connect": [s.as_dict() for s in (a_gw, a_ssh, a_dx)],
-                "cat": [s.as_dict() for s in (b_gw, b_ssh, b_dx)],
+                "cat": [s.as_dict() for s in (b_gw, b_ssh, b_dx, b_sdx)],
                 "connect_ratio": round(a_ratio, 3),
                 "cat_ratio": round(b_ratio, 3),
                 "gateway_rss_kib": {"before": rss_before, "peak": rss_peak},
