@@ -9,6 +9,7 @@ line that never contains the URL's password; bad names and values become
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -411,23 +412,38 @@ class Store:
             cfg.attributes["connection"] = sync_conn
             command.upgrade(cfg, "head")
 
-        async with self._guard(), self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                # Take the write lock first so concurrent upgrades wait instead of colliding.
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                await conn.begin()
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_UPGRADE_LOCK_ID)))
+        # SQLite can refuse a lock without waiting (e.g. while another connection switches the
+        # file to WAL); concurrent first starts then simply try again.
+        attempts = 20 if self.dialect == "sqlite" else 1
+        for attempt in range(attempts):
             try:
-                await conn.run_sync(run)
-            except Exception as exc:
-                if exc.__class__.__module__.startswith("alembic"):
-                    raise StoreUnavailable(
-                        f"cannot upgrade the database {self._safe_url}: {exc} "
-                        "(was it made by a newer sshgw?)"
-                    ) from None
-                raise
-            await conn.commit()
+                async with self._guard(), self.engine.connect() as conn:
+                    await self._upgrade_locked(conn, run)
+                return
+            except StoreUnavailable as exc:
+                if attempt + 1 == attempts or "(locked)" not in exc.user_message:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _upgrade_locked(
+        self, conn: AsyncConnection, run: Callable[[Connection], None]
+    ) -> None:
+        if self.dialect == "sqlite":
+            # Take the write lock first so concurrent upgrades wait instead of colliding.
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            await conn.begin()
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_UPGRADE_LOCK_ID)))
+        try:
+            await conn.run_sync(run)
+        except Exception as exc:
+            if exc.__class__.__module__.startswith("alembic"):
+                raise StoreUnavailable(
+                    f"cannot upgrade the database {self._safe_url}: {exc} "
+                    "(was it made by a newer sshgw?)"
+                ) from None
+            raise
+        await conn.commit()
 
     async def schema_state(self) -> SchemaState:
         """``current``, ``empty`` (no schema yet), ``behind`` (upgrade needed) or ``unknown``."""
