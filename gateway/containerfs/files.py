@@ -62,6 +62,7 @@ class _Source:
         self._member_left = 0
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
+        self._head_off = 0
         self.eof = False
 
     async def _pull(self) -> None:
@@ -131,29 +132,32 @@ class _Source:
     async def take(self, n: int) -> bytes:
         while self._buffered < n and not self.eof:
             await self._pull()
-        if not self._chunks:
+        chunks = self._chunks
+        if not chunks:
             return b""
-        if len(self._chunks[0]) >= n:
-            first = self._chunks[0]
-            if len(first) == n:
-                self._chunks.popleft()
-                out = first
+        # The first chunk may be partly used already (``_head_off``): slices are cut through a
+        # memoryview, so each byte is copied once however the chunks and requests line up.
+        parts: list[bytes] = []
+        need = n
+        while need and chunks:
+            head = chunks[0]
+            off = self._head_off
+            left = len(head) - off
+            if off == 0 and left <= need:
+                parts.append(head)
+                chunks.popleft()
+                need -= left
+                continue
+            k = min(left, need)
+            with memoryview(head) as view:
+                parts.append(bytes(view[off : off + k]))
+            need -= k
+            if k == left:
+                chunks.popleft()
+                self._head_off = 0
             else:
-                out = first[:n]
-                self._chunks[0] = first[n:]
-        else:
-            parts: list[bytes] = []
-            need = n
-            while need and self._chunks:
-                c = self._chunks.popleft()
-                if len(c) > need:
-                    parts.append(c[:need])
-                    self._chunks.appendleft(c[need:])
-                    need = 0
-                else:
-                    parts.append(c)
-                    need -= len(c)
-            out = b"".join(parts)
+                self._head_off = off + k
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buffered -= len(out)
         self.pos += len(out)
         return out

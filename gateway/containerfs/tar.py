@@ -214,6 +214,8 @@ class TarReader:
 
     def __init__(self, *, max_meta: int = 64 * 1024) -> None:
         self._buf = bytearray()
+        # Member content handed through from feed() without copying (always before _buf).
+        self._direct = b""
         self._pos = 0
         self._eof = False
         self._done = False
@@ -241,6 +243,13 @@ class TarReader:
             raise TarError("data after the end of the stream")
         if self._done or not data:
             return
+        if self._data_left and self._pos == len(self._buf) and not self._direct:
+            # Member content with nothing buffered: hand the caller's bytes through uncopied.
+            n = min(self._data_left, len(data))
+            self._direct = data if n == len(data) else data[:n]
+            if n == len(data):
+                return
+            data = data[n:]
         if self._pos and self._pos >= len(self._buf) // 2:
             del self._buf[: self._pos]
             self._pos = 0
@@ -253,7 +262,8 @@ class TarReader:
         return len(self._buf) - self._pos
 
     def _take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[self._pos : self._pos + n])
+        with memoryview(self._buf) as view:
+            chunk = bytes(view[self._pos : self._pos + n])
         self._pos += n
         self.offset += n
         return chunk
@@ -266,6 +276,11 @@ class TarReader:
         while True:
             if self._done:
                 return None
+            if self._direct:
+                chunk, self._direct = self._direct, b""
+                self._data_left -= len(chunk)
+                self.offset += len(chunk)
+                return chunk
             if self._data_left:
                 n = min(self._data_left, self._avail())
                 if n == 0:
