@@ -37,6 +37,7 @@ from bench.common import (
     Bench,
     BenchError,
     Series,
+    client_opts,
     data_file,
     dump_json,
     interleave,
@@ -50,31 +51,9 @@ DOCKER_TARGET = 1.0
 LIST_TARGET = 1.0  # seconds
 
 
-def client_opts(port: int, key: Path) -> list[str]:
-    return [
-        "-F",
-        "/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        f"Ciphers={CIPHER}",
-        "-i",
-        str(key),
-        "-P",
-        str(port),
-    ]
+def sftp_opts(port: int, key: Path) -> list[str]:
+    """Options for scp and sftp (their port flag is -P)."""
+    return [*client_opts(key), "-P", str(port)]
 
 
 class BatchFile:
@@ -150,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "grant", "add", "--user", b.user, "--target", "bench*",
                 "--rights", "sftp-read,sftp-write", "--logins", "root",
             )  # fmt: skip
-            gw = client_opts(b.gateway.port, b.key)
-            ssh = client_opts(b.sshd.port, b.key)
+            gw = sftp_opts(b.gateway.port, b.key)
+            ssh = sftp_opts(b.sshd.port, b.key)
             gw_dest = f"{b.user}+{c}@127.0.0.1"
             sshd_dest = "root@127.0.0.1"
             work = b.tmp / "work"

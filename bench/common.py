@@ -220,20 +220,11 @@ def dump_json(path: Path, data: Mapping[str, Any]) -> None:
 # The pieces under test ------------------------------------------------------------------------------
 
 
-def ssh_argv(
-    port: int,
-    login: str,
-    key: Path,
-    command: str,
-    *,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """An OpenSSH client command line that reads no user config and trusts the test host."""
+def client_opts(key: Path) -> list[str]:
+    """OpenSSH client options (ssh, scp, sftp): no user config, trust the test host, one key."""
     return [
-        "ssh",
         "-F",
         "/dev/null",
-        "-T",
         "-o",
         "BatchMode=yes",
         "-o",
@@ -250,10 +241,26 @@ def ssh_argv(
         "IdentityAgent=none",
         "-o",
         f"Ciphers={CIPHER}",
-        "-o",
-        "ConnectTimeout=30",
         "-i",
         str(key),
+    ]
+
+
+def ssh_argv(
+    port: int,
+    login: str,
+    key: Path,
+    command: str,
+    *,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """An OpenSSH client command line that reads no user config and trusts the test host."""
+    return [
+        "ssh",
+        *client_opts(key),
+        "-T",
+        "-o",
+        "ConnectTimeout=30",
         "-p",
         str(port),
         *extra,
