@@ -150,6 +150,11 @@ def safe_url(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+def _locked(reason: str) -> bool:
+    """SQLite refused a lock (another connection holds it)."""
+    return "database is locked" in reason
+
+
 def _reason(exc: BaseException) -> str:
     """A short, secret-free explanation of a database failure."""
     orig: BaseException = exc
@@ -353,7 +358,7 @@ class Store:
                 f"the database {self._safe_url} has no sshgw schema or an old one; "
                 "run `sshgw db upgrade`"
             )
-        if "database is locked" in reason:
+        if _locked(reason):
             return StoreUnavailable(f"the database {self._safe_url} is busy (locked); try again")
         return StoreUnavailable(f"database unavailable ({self._safe_url}): {reason}")
 
@@ -415,14 +420,15 @@ class Store:
         # SQLite can refuse a lock without waiting (e.g. while another connection switches the
         # file to WAL); concurrent first starts then simply try again.
         attempts = 20 if self.dialect == "sqlite" else 1
-        for attempt in range(attempts):
-            try:
-                async with self._guard(), self.engine.connect() as conn:
-                    await self._upgrade_locked(conn, run)
-                return
-            except StoreUnavailable as exc:
-                if attempt + 1 == attempts or "(locked)" not in exc.user_message:
-                    raise
+        async with self._guard():
+            for attempt in range(attempts):
+                try:
+                    async with self.engine.connect() as conn:
+                        await self._upgrade_locked(conn, run)
+                    return
+                except sa.exc.OperationalError as exc:
+                    if attempt + 1 == attempts or not _locked(_reason(exc)):
+                        raise
                 await asyncio.sleep(0.05 * (attempt + 1))
 
     async def _upgrade_locked(
