@@ -170,14 +170,15 @@ class ExecStream:
         self._stream.close()
 
 
-def _host_port(host: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` (HOST may be a bracketed IPv6 address); the port defaults to 2375."""
+def _tcp_target(host: str, ctx: ssl.SSLContext | None) -> dict[str, Any]:
+    """Where exec streams connect for ``tcp://HOST[:PORT]`` (HOST may be ``[IPv6]``; port 2375)."""
     rest = host.removeprefix("tcp://").split("/", 1)[0]
     if rest.startswith("["):
         addr, _, tail = rest[1:].partition("]")
-        return addr, int(tail.removeprefix(":") or 2375)
-    addr, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    return addr, int(port or 2375)
+        port = tail.removeprefix(":")
+    else:
+        addr, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    return {"host": addr, "port": int(port or 2375), "ssl_context": ctx}
 
 
 class DockerEngine:
@@ -195,8 +196,7 @@ class DockerEngine:
         self._docker: aiodocker.Docker | None = None
         self._connector: aiohttp.BaseConnector | None = None
         # Where exec streams connect (filled in with the client).
-        self._unix_path: str | None = None
-        self._tcp: tuple[str, int, ssl.SSLContext | None] | None = None
+        self._attach_to: dict[str, Any] = {}
 
     @property
     def endpoint(self) -> str:
@@ -211,8 +211,9 @@ class DockerEngine:
         host = self._host
         # The default connectors cap the pool at 100; every attached exec holds a connection.
         if host.startswith("unix://"):
-            self._unix_path = host.removeprefix("unix://")
-            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self._unix_path, limit=0)
+            path = host.removeprefix("unix://")
+            self._attach_to = {"unix_path": path}
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=path, limit=0)
             self._connector = connector
             return aiodocker.Docker(url="unix://localhost", connector=connector)
         if host.startswith("tcp://"):
@@ -232,11 +233,11 @@ class DockerEngine:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
                 url = "https://" + host.removeprefix("tcp://")
-                self._tcp = (*_host_port(host), ctx)
+                self._attach_to = _tcp_target(host, ctx)
                 self._connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
                 return aiodocker.Docker(url=url, connector=self._connector)
             url = "http://" + host.removeprefix("tcp://")
-            self._tcp = (*_host_port(host), None)
+            self._attach_to = _tcp_target(host, None)
             self._connector = aiohttp.TCPConnector(limit=0)
             return aiodocker.Docker(url=url, connector=self._connector)
         raise EngineUnavailable(f"unsupported Docker endpoint {host!r} (use unix:// or tcp://)")
@@ -357,13 +358,10 @@ class DockerEngine:
                 raise ExecFailed("container is not running") from None
             raise
         exec_id = str(created["Id"])
-        where: dict[str, Any] = (
-            {"unix_path": self._unix_path}
-            if self._tcp is None
-            else {"host": self._tcp[0], "port": self._tcp[1], "ssl_context": self._tcp[2]}
-        )
         try:
-            stream = await start_attached(asyncio.get_running_loop(), exec_id, tty, **where)
+            stream = await start_attached(
+                asyncio.get_running_loop(), exec_id, tty, **self._attach_to
+            )
         except AttachError as exc:
             if container_gone_text(exc.message):
                 raise ExecFailed("container is not running") from None
