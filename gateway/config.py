@@ -90,6 +90,31 @@ class Settings(BaseSettings):
     # no `sessions kill`; metrics stay on).
     audit: bool = True
 
+    # Limits (see docs/SECURITY.md). Each bounds what one client or one source can make the
+    # gateway hold or do.
+    # Channels (sessions, sftp, scp) open at once on one connection (OpenSSH: MaxSessions 10).
+    max_sessions: int = 64
+    # Unauthenticated connections: OpenSSH's MaxStartups "start:rate:full" (refuse rate% above
+    # start, all above full), and at most this many from one source address.
+    max_startups: str = "100:30:300"
+    max_startups_per_source: int = 32
+    # Authentication attempts per connection (OpenSSH: MaxAuthTries 6).
+    max_auth_tries: int = 6
+    # Password verifications (argon2, 64 MiB each) running at once.
+    max_password_checks: int = 4
+    # Open SFTP handles (files and directory listings) per session.
+    max_sftp_handles: int = 128
+    # Environment variables taken from a client per session.
+    max_env: int = 64
+    # Bytes the gateway may queue towards one slow client before it stops reading its sources.
+    write_buffer_high: int = 1 << 20
+    # Session recordings: bytes per recording, then a "recording truncated" marker; no new
+    # recording data while the data directory has less free space than this.
+    recording_max_bytes: int = 256 << 20
+    recording_min_free: int = 256 << 20
+    # The version string sent to SSH clients (no version number by default).
+    server_version: str = "sshgw"
+
     @field_validator("accept_env", mode="before")
     @classmethod
     def _split_env_list(cls, v: Any) -> Any:
