@@ -25,7 +25,7 @@ from gateway.containerfs.archive import ArchiveBackend, no_shell
 from gateway.containerfs.errors import FSError, NoShell
 from gateway.containerfs.files import SMALL_READ, ArchiveWriteFile, ReadFile, WriteFile
 from gateway.containerfs.helper import LIST_LIMIT, HelperInfo, OneShot, ShellHelper
-from gateway.containerfs.shell import Stat, classify, parse_listing, parse_stat
+from gateway.containerfs.shell import Stat, classify, parse_id_map, parse_listing, parse_stat
 from gateway.containerfs.tar import DIRECTORY, SYMLINK
 from gateway.engines.docker import Container, DockerEngine
 from gateway.policy import normalize_prefix, path_allowed
@@ -365,23 +365,13 @@ class ContainerFS:
         return self._names
 
     async def _id_map(self, path: bytes) -> dict[int, str]:
-        out: dict[int, str] = {}
         if self.archive is not None:
-            return out
+            return {}
         try:
             code, body = await self.helper.call("q_cat", path, 1 << 20, limit=(1 << 20) + 1024)
         except FSError:
-            return out
-        if code != 0:
-            return out
-        for line in body.splitlines():
-            parts = line.split(b":")
-            if len(parts) < 3 or not parts[2].isdigit():
-                continue
-            name = parts[0].decode("utf-8", "replace")
-            if name and name.isprintable() and " " not in name:
-                out.setdefault(int(parts[2]), name)
-        return out
+            return {}
+        return parse_id_map(body) if code == 0 else {}
 
     # Files -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
-from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command
+from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command, find_reply
 from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream, container_gone_text
 from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
@@ -154,18 +154,16 @@ class ShellHelper:
                 buf = self._buf
                 start = 0
                 while True:
-                    i = buf.find(mark, start)
-                    if i >= 0:
-                        j = buf.find(b"\n", i + len(mark))
-                        if j >= 0:
-                            status_text = bytes(buf[i + len(mark) : j])
-                            body = bytes(buf[:i])
-                            del buf[: j + 1]
-                            try:
-                                return int(status_text), body
-                            except ValueError:
-                                raise ContainerGone("garbled answer from the container") from None
-                    elif len(buf) > limit + len(mark) + 32:
+                    try:
+                        found = find_reply(buf, mark, start)
+                    except ValueError:
+                        raise ContainerGone("garbled answer from the container") from None
+                    if found is not None:
+                        end, status, used = found
+                        body = bytes(buf[:end])
+                        del buf[:used]
+                        return status, body
+                    if len(buf) > limit + len(mark) + 32:
                         raise FSError(errno.EFBIG, b"", "the container's answer is too large")
                     start = max(0, len(buf) - len(mark) - 32)
                     msg = await stream.read()

@@ -362,6 +362,43 @@ def parse_listing(body: bytes) -> list[tuple[bytes, Stat]]:
     return out
 
 
+def parse_id_map(body: bytes) -> dict[int, str]:
+    """``/etc/passwd`` or ``/etc/group`` text (from the container: hostile) to id -> name.
+
+    Only printable names without spaces are kept; the first entry for an id wins.
+    """
+    out: dict[int, str] = {}
+    for line in body.splitlines():
+        parts = line.split(b":")
+        if len(parts) < 3 or not parts[2].isdigit() or len(parts[2]) > 10:
+            continue
+        name = parts[0].decode("utf-8", "replace")
+        if name and len(name) <= 64 and name.isprintable() and " " not in name:
+            out.setdefault(int(parts[2]), name)
+    return out
+
+
+def find_reply(buf: bytes | bytearray, mark: bytes, start: int = 0) -> tuple[int, int, int] | None:
+    """Find the trailer ``mark STATUS\n`` in ``buf`` from ``start`` on.
+
+    Returns (body_end, status, consumed): the reply body is ``buf[:body_end]`` and
+    ``buf[:consumed]`` is used up; None while the trailer is incomplete. Raises ValueError for
+    a trailer whose status is not a small integer (the helper is out of step).
+    """
+    i = buf.find(mark, start)
+    if i < 0:
+        return None
+    j = buf.find(b"\n", i + len(mark), i + len(mark) + 12)
+    if j < 0:
+        if len(buf) - (i + len(mark)) >= 12:
+            raise ValueError("garbled reply trailer")
+        return None
+    text = bytes(buf[i + len(mark) : j])
+    if not text.isdigit() or len(text) > 3:
+        raise ValueError("garbled reply trailer")
+    return i, int(text), j + 1
+
+
 # Error messages of the container's tools, mapped back to errno. GNU libc wording first, then
 # musl's (Alpine), then shells' own phrases.
 def _messages() -> dict[bytes, int]:
