@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.containerfs.errors import FSError
 from gateway.containerfs.helper import OneShot, ShellHelper
-from gateway.containerfs.shell import Stat, classify, sq
+from gateway.containerfs.shell import Stat, classify, fd_open, sq
 from gateway.containerfs.tar import END, TarError, TarMember, TarReader, member_path
 
 if TYPE_CHECKING:
-    from gateway.containerfs.fs import ContainerFS
+    from gateway.containerfs.fs import ContainerFS, Where
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +176,15 @@ class _Source:
 class ReadFile:
     """A file opened for reading."""
 
-    def __init__(self, fs: ContainerFS, path: bytes, target: bytes, data: bytes | None) -> None:
+    def __init__(
+        self, fs: ContainerFS, path: bytes, target: bytes, ident: bytes, data: bytes | None
+    ) -> None:
         self.fs = fs
         self.path = path
         self.target = target
+        # dev:ino of the object opened: every later read acts on it or fails (never the name's
+        # new object when it was swapped meanwhile).
+        self.ident = ident
         self._st: Stat | None = None
         self._data = data
         self._src: _Source | None = None
@@ -229,16 +234,16 @@ class ReadFile:
             if offset:
                 await self._src.skip(offset)
             return
+        # The stream reads the object this handle opened, through a descriptor (fd 3).
+        opened = fd_open(target, self.ident)
         if offset == 0 and fs.has_tool("tar"):
-            folder, _, name = target.rpartition(b"/")
-            line = b"tar -chf - -C " + sq(folder or b"/") + b" -- " + sq(name) + b" </dev/null"
+            line = opened + b"exec tar -chf - -C /proc/self/fd -- 3 </dev/null"
             shot = await fs.oneshot(line)
-            self._src = _Source(shot, 0, member_path(name))
+            self._src = _Source(shot, 0, member_path(b"3"))
         else:
             line = (
-                b"exec $DD "
-                + sq(b"if=" + target)
-                + b" bs=65536 iflag=skip_bytes "
+                opened
+                + b"exec $DD if=/proc/self/fd/3 bs=65536 iflag=skip_bytes "
                 + sq(b"skip=%d" % offset)
                 + b" status=none </dev/null"
             )
@@ -247,7 +252,7 @@ class ReadFile:
 
     async def fstat(self) -> Stat:
         if self._st is None:
-            self._st = await self.fs.raw_stat(self.target, self.path)
+            self._st = await self.fs.handle_stat(self.target, self.ident, self.path)
         return self._st
 
     async def close(self) -> None:
@@ -274,8 +279,9 @@ class WriteFile:
         self,
         fs: ContainerFS,
         path: bytes,
-        final: bytes,
+        final: Where,
         target: bytes,
+        ident: bytes,
         *,
         temp: bool,
         excl: bool,
@@ -287,6 +293,7 @@ class WriteFile:
         self.path = path
         self.final = final
         self.target = target
+        self.ident = ident
         self.temp = temp
         self.excl = excl
         self.append = append
@@ -340,7 +347,7 @@ class WriteFile:
         self._pending = bytearray()
         append = 1 if self.append and not self.temp else 0
         code, body = await self.fs.helper.call(
-            "q_put", self.target, self._pending_start, len(data), append, data=data
+            "q_put", self.target, self.ident, self._pending_start, append, len(data), data=data
         )
         if code != 0:
             raise FSError(classify(body), self.path)
@@ -351,7 +358,12 @@ class WriteFile:
             flags = b" oflag=append conv=notrunc"
         else:
             flags = b" oflag=seek_bytes " + sq(b"seek=%d" % start) + b" conv=notrunc"
-        line = b"exec $DD " + sq(b"of=" + self.target) + b" bs=65536" + flags + b" status=none"
+        line = (
+            fd_open(self.target, self.ident)
+            + b"exec $DD of=/proc/self/fd/3 bs=65536"
+            + flags
+            + b" status=none"
+        )
         self._writer = await self.fs.oneshot(line)
         self._writer_pos = start
         data = bytes(self._pending)
@@ -377,8 +389,8 @@ class WriteFile:
             return
         mode, atime, mtime = self._mode, self._atime, self._mtime
         self._mode = self._atime = self._mtime = None
-        await self.fs.raw_setstat(
-            self.target, self.path, True, None, None, None, mode, atime, mtime
+        await self.fs.handle_setstat(
+            self.target, self.ident, self.path, None, None, None, mode, atime, mtime
         )
 
     # Other operations on the handle ------------------------------------------------------------
@@ -389,7 +401,7 @@ class WriteFile:
         await self.flush()
         size = max(0, min(size, MAX_READ))
         code, body = await self.fs.helper.call(
-            "q_read", self.target, offset, size, limit=size + 1024
+            "q_read", self.target, self.ident, offset, size, limit=size + 1024
         )
         if code != 0:
             raise FSError(errno.EIO, self.path, "read failed")
@@ -399,7 +411,7 @@ class WriteFile:
         await self.flush()
         if self.temp:
             await self._apply_deferred()
-        return await self.fs.raw_stat(self.target, self.path)
+        return await self.fs.handle_stat(self.target, self.ident, self.path)
 
     async def setstat(
         self,
@@ -425,7 +437,9 @@ class WriteFile:
             if size is not None:
                 self._size = size
         await self.flush()
-        await self.fs.raw_setstat(self.target, self.path, True, size, uid, gid, mode, atime, mtime)
+        await self.fs.handle_setstat(
+            self.target, self.ident, self.path, size, uid, gid, mode, atime, mtime
+        )
 
     async def close(self) -> None:
         if self.closed:
@@ -448,16 +462,20 @@ class WriteFile:
         def opt(v: int | None, fmt: bytes = b"%d") -> bytes:
             return b"" if v is None else fmt % v
 
+        final = self.final
         code, body = await self.fs.helper.call(
             "q_finish",
-            self.target,
-            self.final,
+            final.dir,
+            self.target.rpartition(b"/")[2],
+            final.name,
+            self.ident,
             len(data),
             self._pending_start,
             opt(self._mode, b"%o"),
             opt(self._atime),
             opt(self._mtime),
             1 if self.excl else 0,
+            final.verify,
             data=data,
         )
         if code != 0:
@@ -491,15 +509,15 @@ class ArchiveWriteFile(WriteFile):
         self,
         fs: ContainerFS,
         path: bytes,
-        final: bytes,
+        final: Where,
         *,
         mode: int,
         readable: bool,
         append: bool,
     ) -> None:
         super().__init__(
-            fs, path, final, final, temp=True, excl=False, append=append, readable=readable,
-            create_mode=mode,
+            fs, path, final, final.real, b"", temp=True, excl=False, append=append,
+            readable=readable, create_mode=mode,
         )  # fmt: skip
         self._spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=8 << 20, prefix="sshgw-upload-"
@@ -566,7 +584,7 @@ class ArchiveWriteFile(WriteFile):
         mode = self._mode if self._mode is not None else self._create
         mtime = self._mtime if self._mtime is not None else int(time.time())
         try:
-            await archive.put_file(self.final, self._spool, self._size, mode, mtime)
+            await archive.put_file(self.final.real, self._spool, self._size, mode, mtime)
         finally:
             self._spool.close()
 

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import posixpath
+import re
 import stat as statmod
 from dataclasses import dataclass
 
@@ -42,6 +43,55 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", "surrogateescape")
 
 
+_IDENT = re.compile(rb"\d{1,20}:\d{1,20}")
+
+
+def attr_args(
+    size: int | None,
+    uid: int | None,
+    gid: int | None,
+    mode: int | None,
+    atime: int | None,
+    mtime: int | None,
+) -> tuple[bytes, ...]:
+    """Attribute arguments of the helper's setstat requests (empty: leave unchanged)."""
+
+    def opt(v: int | None, fmt: bytes = b"%d") -> bytes:
+        return b"" if v is None else fmt % v
+
+    return (
+        opt(size),
+        opt(uid),
+        opt(gid),
+        opt(None if mode is None else mode & 0o7777, b"%o"),
+        opt(atime),
+        opt(mtime),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A directory and a name in it; ``verify`` when both were resolved physically."""
+
+    dir: bytes
+    name: bytes
+    verify: int
+
+    @classmethod
+    def of(cls, path: bytes, verify: int) -> Where:
+        head, _, name = path.rstrip(b"/").rpartition(b"/")
+        if not name:
+            return cls(b"/", b".", verify)
+        return cls(head or b"/", name, verify)
+
+    @property
+    def real(self) -> bytes:
+        return self.join(self.name) if self.name != b"." else self.dir
+
+    def join(self, name: bytes) -> bytes:
+        return (self.dir.rstrip(b"/") or b"") + b"/" + name
+
+
 @dataclass(frozen=True, slots=True)
 class VFSStat:
     bsize: int
@@ -64,11 +114,16 @@ class ContainerFS:
         container: Container,
         login: str,
         paths: tuple[str, ...] = (),
+        write_paths: tuple[str, ...] | None = None,
     ) -> None:
         self.engine = engine
         self.container = container
         self.login = login
+        # Read paths confine every operation; write paths (default: the same) every change.
         self.paths = tuple(normalize_prefix(p) for p in paths)
+        self.write_paths = (
+            self.paths if write_paths is None else tuple(normalize_prefix(p) for p in write_paths)
+        )
         self.helper = ShellHelper(engine, container.id, login)
         self._cwd: bytes | None = None
         self._names: tuple[dict[int, str], dict[int, str]] | None = None
@@ -84,6 +139,11 @@ class ContainerFS:
         try:
             info = await self.helper.start()
         except NoShell:
+            if self.paths or self.write_paths:
+                raise NoShell(
+                    "this grant has path rules, and this image has no /bin/sh to enforce them"
+                    " inside the container: file transfer refused"
+                ) from None
             if not self._root_login():
                 raise NoShell(
                     "this image has no /bin/sh: without one, only the root login can transfer"
@@ -163,46 +223,74 @@ class ContainerFS:
             raise FSError(classify(body), path)
         return body
 
-    async def _checked(self, path: bytes, follow: bool) -> bytes:
-        """The path to operate on; with path prefixes, resolved and checked."""
+    async def _checked(self, path: bytes, follow: bool, write: bool = False) -> bytes:
+        """The path to operate on; with path rules, resolved and checked."""
+        return (await self._where(path, follow, write)).real
+
+    async def _where(self, path: bytes, follow: bool, write: bool = False) -> Where:
+        """Where an operation acts: a directory and a name in it.
+
+        With path rules the path is resolved physically inside the container first and checked;
+        the helper then enters the directory again and verifies it is still that directory
+        (``verify``) before it acts on the name, so nothing swapped meanwhile is followed. A
+        path outside the rules is refused the same way whether or not it exists.
+        """
         p = self.abspath(path)
-        if not self.paths:
-            return p
+        rules = self.write_paths if write else self.paths
+        if not (self.paths or self.write_paths):
+            return Where.of(p, 0)
         if p.endswith(b"/") and p.strip(b"/"):
             follow = True  # "link/" names the link's target, as in POSIX path resolution
-        real = await self.resolve(p, follow)
-        if not path_allowed(self.paths, _text(real)):
+        try:
+            real = await self.resolve(p, follow)
+        except FSError:
+            if rules and not path_allowed(rules, _text(posixpath.normpath(p))):
+                raise FSError(errno.EACCES, path, OUTSIDE) from None
+            raise
+        if not path_allowed(rules, _text(real)):
             raise FSError(errno.EACCES, path, OUTSIDE)
-        return real
+        return Where.of(real, 1)
 
     def allowed(self, real: bytes) -> bool:
         return path_allowed(self.paths, _text(real))
 
     async def realpath(self, path: bytes) -> bytes:
+        if self.paths:
+            return await self._checked(path, True)
         return await self.resolve(path, True)
 
     # Metadata --------------------------------------------------------------------------------
 
     async def raw_stat(self, real: bytes, shown: bytes, follow: bool = True) -> Stat:
+        return await self._stat_at(Where.of(real, 0), shown, follow)
+
+    async def _stat_at(self, w: Where, shown: bytes, follow: bool) -> Stat:
         if self.archive is not None:
             try:
-                return await self.archive.stat(real, follow)
+                return await self.archive.stat(w.real, follow)
             except FSError as exc:
                 raise FSError(exc.code, shown, exc.reason) from None
-        code, body = await self.helper.call("q_stat" if follow else "q_lstat", real)
+        # A resolved path is physical: its last component is no link, so lstat is stat.
+        code, body = await self.helper.call(
+            "q_st", w.dir, w.name, w.verify, 1 if follow and not w.verify else 0
+        )
         if code != 0:
             raise FSError(classify(body), shown)
         return parse_stat(body)
 
     async def stat(self, path: bytes, follow: bool = True) -> Stat:
-        return await self.raw_stat(await self._checked(path, follow), path, follow)
+        return await self._stat_at(await self._where(path, follow), path, follow)
 
     async def listdir(self, path: bytes) -> list[tuple[bytes, Stat]]:
-        real = await self._checked(path, True)
+        w = await self._where(path, True)
+        real = w.real
         if self.archive is not None:
             entries = await self.archive.listdir(real)
         else:
-            code, body = await self.helper.call("q_list", real, limit=LIST_LIMIT, timeout=600.0)
+            d = real if w.verify else self.abspath(path)
+            code, body = await self.helper.call(
+                "q_list", d, w.verify, limit=LIST_LIMIT, timeout=600.0
+            )
             if code != 0:
                 raise FSError(classify(body), path)
             entries = parse_listing(body)
@@ -213,13 +301,13 @@ class ContainerFS:
         return entries
 
     async def mkdir(self, path: bytes, mode: int | None) -> None:
-        real = await self._checked(path, False)
+        w = await self._where(path, False, write=True)
         perms = (0o777 if mode is None else mode) & 0o7777 & ~self.umask
         if self.archive is not None:
-            await self._archive_new(real, path)
-            await self.archive.put_member(real, DIRECTORY, perms)
+            await self._archive_new(w.real, path)
+            await self.archive.put_member(w.real, DIRECTORY, perms)
             return
-        await self._simple("q_mkdir", path, real, b"%o" % perms)
+        await self._simple("q_mkdir", path, w.dir, w.name, b"%o" % perms, w.verify)
 
     async def _archive_new(self, real: bytes, shown: bytes) -> None:
         """The archive API overwrites: refuse when something exists there already."""
@@ -235,19 +323,24 @@ class ContainerFS:
     async def rmdir(self, path: bytes) -> None:
         if self.archive is not None:
             raise no_shell("removing a directory")
-        await self._simple("q_rmdir", path, await self._checked(path, False))
+        w = await self._where(path, False, write=True)
+        await self._simple("q_rmdir", path, w.dir, w.name, w.verify)
 
     async def remove(self, path: bytes) -> None:
         if self.archive is not None:
             raise no_shell("removing a file")
-        await self._simple("q_rm", path, await self._checked(path, False))
+        w = await self._where(path, False, write=True)
+        await self._simple("q_rm", path, w.dir, w.name, w.verify)
 
     async def rename(self, old: bytes, new: bytes, overwrite: bool) -> None:
         if self.archive is not None:
             raise no_shell("renaming")
-        src = await self._checked(old, False)
-        dst = await self._checked(new, False)
-        code, body = await self.helper.call("q_mv", src, dst, 0 if overwrite else 1)
+        src = await self._where(old, False, write=True)
+        dst = await self._where(new, False, write=True)
+        code, body = await self.helper.call(
+            "q_mv", src.dir, src.name, dst.dir, dst.name, 0 if overwrite else 1,
+            src.verify | dst.verify,
+        )  # fmt: skip
         if code != 0:
             err = classify(body)
             raise FSError(err, new if err == errno.EEXIST else old)
@@ -255,61 +348,30 @@ class ContainerFS:
     async def symlink(self, target: bytes, linkpath: bytes) -> None:
         if b"\0" in target:
             raise FSError(errno.EINVAL, linkpath, "invalid link target")
-        real = await self._checked(linkpath, False)
+        w = await self._where(linkpath, False, write=True)
         if self.archive is not None:
-            await self._archive_new(real, linkpath)
-            await self.archive.put_member(real, SYMLINK, 0o777, target)
+            await self._archive_new(w.real, linkpath)
+            await self.archive.put_member(w.real, SYMLINK, 0o777, target)
             return
-        await self._simple("q_symlink", linkpath, target, real)
+        await self._simple("q_symlink", linkpath, target, w.dir, w.name, w.verify)
 
     async def link(self, old: bytes, new: bytes) -> None:
         if self.archive is not None:
             raise no_shell("a hard link")
-        src = await self._checked(old, False)
-        dst = await self._checked(new, False)
-        await self._simple("q_link", new, src, dst)
+        src = await self._where(old, False, write=True)
+        dst = await self._where(new, False, write=True)
+        await self._simple(
+            "q_link", new, src.dir, src.name, dst.dir, dst.name, src.verify | dst.verify
+        )
 
     async def readlink(self, path: bytes) -> bytes:
-        real = await self._checked(path, False)
+        w = await self._where(path, False)
         if self.archive is not None:
-            return await self.archive.readlink(real)
-        code, body = await self.helper.call("q_readlink", real)
+            return await self.archive.readlink(w.real)
+        code, body = await self.helper.call("q_readlink", w.dir, w.name, w.verify)
         if code != 0:
             raise FSError(classify(body), path)
         return body[:-1] if body.endswith(b"\n") else body
-
-    async def raw_setstat(
-        self,
-        real: bytes,
-        shown: bytes,
-        follow: bool,
-        size: int | None,
-        uid: int | None,
-        gid: int | None,
-        mode: int | None,
-        atime: int | None,
-        mtime: int | None,
-    ) -> None:
-        def opt(v: int | None, fmt: bytes = b"%d") -> bytes:
-            return b"" if v is None else fmt % v
-
-        if size is not None and size < 0:
-            raise FSError(errno.EINVAL, shown)
-        if self.archive is not None:
-            raise no_shell("changing attributes of a file")
-        code, body = await self.helper.call(
-            "q_setstat",
-            real,
-            1 if follow else 0,
-            opt(size),
-            opt(uid),
-            opt(gid),
-            opt(None if mode is None else mode & 0o7777, b"%o"),
-            opt(atime),
-            opt(mtime),
-        )
-        if code != 0:
-            raise FSError(classify(body), shown)
 
     async def setstat(
         self,
@@ -323,14 +385,55 @@ class ContainerFS:
         atime: int | None = None,
         mtime: int | None = None,
     ) -> None:
-        real = await self._checked(path, follow)
-        await self.raw_setstat(real, path, follow, size, uid, gid, mode, atime, mtime)
+        if size is not None and size < 0:
+            raise FSError(errno.EINVAL, path)
+        w = await self._where(path, follow, write=True)
+        if self.archive is not None:
+            raise no_shell("changing attributes of a file")
+        code, body = await self.helper.call(
+            "q_setstat", w.dir, w.name, w.verify, 1 if follow else 0,
+            *attr_args(size, uid, gid, mode, atime, mtime),
+        )  # fmt: skip
+        if code != 0:
+            raise FSError(classify(body), path)
+
+    async def handle_stat(self, target: bytes, ident: bytes, shown: bytes) -> Stat:
+        """fstat of an open handle: the object it opened, or an error."""
+        if self.archive is not None:
+            return await self.raw_stat(target, shown, True)
+        code, body = await self.helper.call("q_fstat", target, ident)
+        if code != 0:
+            raise FSError(classify(body), shown)
+        return parse_stat(body)
+
+    async def handle_setstat(
+        self,
+        target: bytes,
+        ident: bytes,
+        shown: bytes,
+        size: int | None,
+        uid: int | None,
+        gid: int | None,
+        mode: int | None,
+        atime: int | None,
+        mtime: int | None,
+    ) -> None:
+        """fsetstat of an open handle: the object it opened, or an error."""
+        if size is not None and size < 0:
+            raise FSError(errno.EINVAL, shown)
+        if self.archive is not None:
+            raise no_shell("changing attributes of a file")
+        code, body = await self.helper.call(
+            "q_fsetstat", target, ident, *attr_args(size, uid, gid, mode, atime, mtime)
+        )
+        if code != 0:
+            raise FSError(classify(body), shown)
 
     async def statvfs(self, path: bytes) -> VFSStat:
-        real = await self._checked(path, True)
+        w = await self._where(path, True)
         if self.archive is not None:
             raise no_shell("file system statistics")
-        code, body = await self.helper.call("q_statvfs", real)
+        code, body = await self.helper.call("q_statvfs", w.dir, w.name, w.verify)
         if code != 0:
             raise FSError(classify(body), path)
         try:
@@ -349,7 +452,7 @@ class ContainerFS:
         except (IndexError, ValueError):
             raise FSError(errno.EIO, path, "unexpected answer from the container") from None
 
-    async def _simple(self, func: str, shown: bytes, *args: bytes) -> None:
+    async def _simple(self, func: str, shown: bytes, *args: bytes | int) -> None:
         code, body = await self.helper.call(func, *args)
         if code != 0:
             raise FSError(classify(body), shown)
@@ -384,19 +487,22 @@ class ContainerFS:
 
     async def open_read(self, path: bytes) -> ReadFile:
         self._check_open_limit(path)
-        real = await self._checked(path, True)
+        w = await self._where(path, True)
+        real = w.real
         if self.archive is not None:
             st = await self.raw_stat(real, path, True)
             if st.is_dir:
                 raise FSError(errno.EISDIR, path)
             if not st.is_file:
                 raise FSError(errno.EINVAL, path, "not a regular file")
-            f = ReadFile(self, path, await self.archive.resolve(real, True), None)
+            f = ReadFile(self, path, await self.archive.resolve(real, True), b"", None)
             self._open.add(f)
             return f
         # Small files come whole with the open, within a memory budget for the session.
         inline = SMALL_READ + 1 if self._inline_held() + SMALL_READ <= INLINE_BUDGET else 0
-        code, body = await self.helper.call("q_open_r", real, inline, limit=SMALL_READ + 4096)
+        code, body = await self.helper.call(
+            "q_open_r", w.dir, w.name, inline, w.verify, limit=SMALL_READ + 4096
+        )
         if code != 0:
             if code == 2:
                 raise FSError(errno.EIO, path, "read failed")
@@ -404,9 +510,12 @@ class ContainerFS:
             text = body.strip().splitlines()
             detail = "not a regular file" if text and text[-1] == b"Not a regular file" else None
             raise FSError(err, path, detail)
+        ident, _, body = body.partition(b"\n")
+        if not _IDENT.fullmatch(ident):
+            raise FSError(errno.EIO, path, "unexpected answer from the container")
         # A small file arrived whole; a larger one is streamed from the start on demand.
         content = body if inline and len(body) <= SMALL_READ else None
-        f = ReadFile(self, path, real, content)
+        f = ReadFile(self, path, real, ident, content)
         self._open.add(f)
         return f
 
@@ -422,30 +531,37 @@ class ContainerFS:
         mode: int | None,
     ) -> WriteFile:
         self._check_open_limit(path)
-        real = await self._checked(path, True)
-        if real.endswith(b"/"):
+        w = await self._where(path, True, write=True)
+        real = w.real
+        if real.endswith(b"/") or w.name in (b"", b".", b".."):
             raise FSError(errno.EISDIR, path)
+        if readable and self.paths and not self.allowed(real):
+            raise FSError(errno.EACCES, path, OUTSIDE)
         if self.archive is not None:
             return await self._archive_open_write(
                 path, real, create, truncate, exclusive, append, readable, mode
             )
-        folder, _, _ = real.rpartition(b"/")
-        tmp = (folder or b"") + b"/.sshgw-" + os.urandom(6).hex().encode() + b".tmp"
+        tmp = b".sshgw-" + os.urandom(6).hex().encode() + b".tmp"
         flags = (
             (b"c" if create else b"") + (b"e" if exclusive else b"") + (b"t" if truncate else b"")
         )
-        code, body = await self.helper.call("q_open_w", real, tmp, flags)
+        code, body = await self.helper.call("q_open_w", w.dir, w.name, tmp, flags, w.verify)
         if code != 0:
             raise FSError(classify(body), path)
-        if body.startswith(b"E "):
-            st = parse_stat(body[2:].strip())
+        kind, _, rest = body.strip().partition(b" ")
+        ident, _, st_text = rest.partition(b" ")
+        if kind not in (b"E", b"N") or not _IDENT.fullmatch(ident):
+            raise FSError(errno.EIO, path, "unexpected answer from the container")
+        if kind == b"E":
+            st = parse_stat(st_text)
             if statmod.S_ISDIR(st.mode):
                 raise FSError(errno.EISDIR, path)
             f = WriteFile(
                 self,
                 path,
-                real,
-                real,
+                w,
+                w.real,
+                ident,
                 temp=False,
                 excl=False,
                 append=append,
@@ -461,8 +577,9 @@ class ContainerFS:
             f = WriteFile(
                 self,
                 path,
-                real,
-                tmp,
+                w,
+                w.join(tmp),
+                ident,
                 temp=True,
                 excl=exclusive,
                 append=append,
@@ -503,7 +620,9 @@ class ContainerFS:
             if not create:
                 raise FSError(errno.ENOENT, path)
             perms = (0o666 if mode is None else mode) & 0o7777 & ~self.umask
-        f = ArchiveWriteFile(self, path, real, mode=perms, readable=readable, append=append)
+        f = ArchiveWriteFile(
+            self, path, Where.of(real, 0), mode=perms, readable=readable, append=append
+        )
         self._open.add(f)
         return f
 

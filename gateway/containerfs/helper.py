@@ -30,6 +30,7 @@ class HelperInfo:
     home: bytes
     umask: int
     tools: frozenset[str]
+    uid: int | None = None
 
 
 async def _start_exec(
@@ -76,6 +77,7 @@ class ShellHelper:
         self.info: HelperInfo | None = None
         self.requests = 0
         self._dead: tuple[ExecStream | None, bytes] = (None, b"")
+        self._key = b""
 
     async def start(self) -> HelperInfo:
         async with self._lock:
@@ -89,7 +91,13 @@ class ShellHelper:
         self._buf.clear()
         self._stderr.clear()
         self._stream = await _start_exec(self.engine, self.container_id, self.login, HELPER_SCRIPT)
+        # The session key: every request line must start with it (see shell.HELPER_SCRIPT).
+        self._key = os.urandom(16).hex().encode()
         try:
+            try:
+                await self._stream.write(self._key + b"\n")
+            except (GatewayError, AssertionError, OSError):
+                raise ContainerGone() from None
             code, body = await self._call_locked(b"q_init", DEFAULT_LIMIT, 60.0)
         except ContainerGone:
             dead, output = self._dead
@@ -104,16 +112,29 @@ class ShellHelper:
             await self._kill()
             raise ContainerGone("the file helper did not start")
         umask_line, _, rest = body.partition(b"\n")
-        tools_line, _, home = rest.partition(b"\n")
+        tools_line, _, rest = rest.partition(b"\n")
+        safety_line, _, home = rest.partition(b"\n")
         try:
             umask = int(umask_line.strip() or b"22", 8)
         except ValueError:
             umask = 0o022
+        uid_text, _, unsafe = safety_line.partition(b" ")
+        uid = int(uid_text) if uid_text.isdigit() else None
+        if uid != 0 and unsafe.split():
+            await self._kill()
+            where = unsafe.split()[0].decode("utf-8", "backslashreplace")[:200]
+            raise FSError(
+                errno.EACCES,
+                b"",
+                f"file transfer refused: the container's tool {where} can be changed by"
+                f" login {self.login!r}",
+            )
         home = home if home.startswith(b"/") else b"/"
         self.info = HelperInfo(
             home=home,
             umask=umask,
             tools=frozenset(t.decode("ascii", "replace") for t in tools_line.split()),
+            uid=uid,
         )
         return self.info
 
@@ -144,7 +165,7 @@ class ShellHelper:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await stream.write(b"T=" + nonce + b"; " + line + b"\n")
+                    await stream.write(self._key + b" T=" + nonce + b"; " + line + b"\n")
                     if data:
                         await stream.write(data)
                 except (GatewayError, AssertionError, OSError) as exc:

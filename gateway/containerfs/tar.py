@@ -393,6 +393,9 @@ class TarReader:
                 if key.startswith(b"GNU.sparse."):
                     raise TarError("sparse tar members are not supported")
             self._pax.update(records)
+            # Consecutive 'x' headers accumulate: their sum is held to max_meta as well.
+            if sum(len(k) + len(v) for k, v in self._pax.items()) > self._max_meta:
+                raise TarError("oversized pax records")
         else:  # global pax records: validated, not applied
             _parse_pax(data)
 

@@ -362,7 +362,9 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
 
     async def fstatvfs(self, file_obj: object) -> SFTPVFSAttrs:
         h = self._handle(file_obj)
-        return await self.statvfs(h.file.target if isinstance(h.file, ReadFile) else h.file.final)
+        return await self.statvfs(
+            h.file.target if isinstance(h.file, ReadFile) else h.file.final.real
+        )
 
     # Paths ----------------------------------------------------------------------------------
 
