@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gateway.config import Settings, load_settings
 from gateway.errors import InvalidInput, StoreUnavailable
+from gateway.safetext import json_terminal_safe, literal
 from gateway.store import Store
 
 T = TypeVar("T")
@@ -170,21 +172,33 @@ def _jsonable(value: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_jsonable, indent=2, ensure_ascii=False) + "\n")
+    """JSON on stdout: exact values; characters that would act on a terminal are escaped."""
+    doc = json.dumps(data, default=_jsonable, indent=2, ensure_ascii=False)
+    sys.stdout.write(json_terminal_safe(doc) + "\n")
+
+
+def cell(value: object) -> Text:
+    """One table cell of untrusted text, shown literally: a rich ``Text`` (never parsed as
+    markup, so ``[/]`` or ``[conceal]`` are just characters) with control characters escaped."""
+    return Text(literal(value))
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> None:
+    """A table; every cell is shown literally (see :func:`cell`)."""
     t = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(cell(v) for v in row))
     console.print(t)
 
 
 def say(text: str) -> None:
-    """A plain line on stdout (no markup interpretation)."""
-    console.print(text, markup=False, highlight=False)
+    """Plain lines on stdout: no markup interpretation, control characters escaped (the line
+    breaks of ``text`` itself are kept)."""
+    console.print(
+        Text("\n".join(literal(line) for line in text.split("\n"))), markup=False, highlight=False
+    )
 
 
 def labels_text(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:

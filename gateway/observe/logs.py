@@ -3,6 +3,8 @@
 Every line carries the connection id and session id of the task that wrote it (``conn`` and
 ``session``), taken from two context variables the SSH server sets for each connection and channel.
 Nothing here ever formats a secret: callers log names, ids and reasons, never keys or passwords.
+Control characters in messages (a user's command, a hostile file name) are written escaped
+(``gateway.safetext``): a log line never drives a terminal and never spans two lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Any, TextIO
 
 from gateway.config import Settings
+from gateway.safetext import json_terminal_safe, literal
 
 conn_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("conn_id", default=None)
 session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -64,10 +67,11 @@ class PlainFormatter(logging.Formatter):
         if sess:
             ids.append(f"session={sess}")
         ctx = f" [{' '.join(ids)}]" if ids else ""
-        extras = "".join(f" {k}={v}" for k, v in _extras(record).items())
-        line = (
-            f"{ts}.{ms:03d}Z {record.levelname:<5} {record.name}{ctx} {record.getMessage()}{extras}"
-        )
+        # Messages quote what users and containers chose (commands, paths, names): escaped, so
+        # that nothing in them acts on the terminal of whoever reads the log, or forges a line.
+        extras = "".join(f" {k}={literal(v)}" for k, v in _extras(record).items())
+        msg = literal(record.getMessage())
+        line = f"{ts}.{ms:03d}Z {record.levelname:<5} {record.name}{ctx} {msg}{extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -90,7 +94,7 @@ class JsonFormatter(logging.Formatter):
             doc.setdefault(key, value)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        return json_terminal_safe(json.dumps(doc, default=str, ensure_ascii=False))
 
 
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:

@@ -70,3 +70,22 @@ def test_setup_twice_keeps_one_handler(tmp_path: Path, restore_logging: None) ->
     setup_logging(s, stream=io.StringIO())
     ours = [h for h in logging.getLogger().handlers if h.get_name() == "sshgw"]
     assert len(ours) == 1
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_hostile_text_is_escaped_and_stays_on_one_line(
+    tmp_path: Path, restore_logging: None, fmt: str
+) -> None:
+    buf = io.StringIO()
+    setup_logging(Settings(data_dir=tmp_path, log_format=fmt, log_level="DEBUG"), stream=buf)
+    hostile = "echo '\x1b]0;pwned\x07'\n2026-01-01T00:00:00.000Z INFO  forged \x9b2J\u202e"
+    logging.getLogger("gateway.test").info("command: %s", hostile, extra={"path": hostile})
+    out = buf.getvalue()
+    assert out.count("\n") == 1, out  # one record, one line: no forged line
+    for ch in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert ch not in out
+    if fmt == "json":
+        doc = json.loads(out)
+        assert doc["msg"] == f"command: {hostile}" and doc["path"] == hostile  # exact value kept
+    else:
+        assert "\\x1b]0;pwned\\x07" in out and "\\n2026" in out
