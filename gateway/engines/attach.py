@@ -10,8 +10,13 @@ This replaces aiodocker's generic stream for the hot path of every session and f
   queue item and no task switch per frame);
 - a reader gets everything of one stream that is already here, joined (up to ``JOIN_MAX``), so
   a fast producer yields large writes on the SSH side;
-- up to ``BUFFER_LIMIT`` bytes are read ahead before the socket is paused, so the engine keeps
-  producing while the consumer is busy (aiodocker paused at 128 KiB).
+- output is read ahead before the socket is paused, so the engine keeps producing while the
+  consumer is busy (aiodocker paused at 128 KiB). The read-ahead adapts: it starts at
+  ``READ_AHEAD_MIN``, doubles (up to ``READ_AHEAD_MAX``) each time the consumer ran dry after
+  the socket had been paused (the pause cost throughput), and halves each time the consumer
+  took longer than ``LAG_SECONDS`` to take the paused stream back down (a slow client: more
+  read-ahead only holds memory). Thousands of streams to slow clients thus hold 64 KiB each, one
+  fast stream reads ahead as far as it helps.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ STDOUT = 1
 STDERR = 2
 _ENGINE_ERROR = 3
 
-BUFFER_LIMIT = 1024 * 1024
+READ_AHEAD_MIN = 64 * 1024
+READ_AHEAD_MAX = 1024 * 1024
+LAG_SECONDS = 0.02
 JOIN_MAX = 256 * 1024
 HEAD_MAX = 64 * 1024
 _HEADER = 8
@@ -62,6 +69,9 @@ class AttachProtocol(asyncio.Protocol):
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._limit = READ_AHEAD_MIN  # read-ahead: pause the socket above this
+        self._paused_at = 0.0
+        self._pressed = False  # paused since the consumer last ran dry
         # Input.
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -92,8 +102,10 @@ class AttachProtocol(asyncio.Protocol):
             used = self._parse(data)
             if used < len(data):
                 self._partial += memoryview(data)[used:]
-        if self._buffered > BUFFER_LIMIT and not self._paused and self.transport is not None:
+        if self._buffered > self._limit and not self._paused and self.transport is not None:
             self._paused = True
+            self._pressed = True
+            self._paused_at = self._loop.time()
             self.transport.pause_reading()
         self._wake()
 
@@ -214,6 +226,10 @@ class AttachProtocol(asyncio.Protocol):
                 if self._exc is not None:
                     log.debug("attach: stream ended with %r", self._exc)
                 return None
+            if self._pressed:
+                # Ran dry after a pause: a larger read-ahead would have kept the engine going.
+                self._pressed = False
+                self._limit = min(self._limit * 2, READ_AHEAD_MAX)
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -229,10 +245,18 @@ class AttachProtocol(asyncio.Protocol):
                 size += len(more)
             data = b"".join(parts)
         self._buffered -= len(data)
-        if self._paused and self._buffered <= BUFFER_LIMIT // 2 and self.transport is not None:
+        if self._paused and self._buffered <= self._limit // 2 and self.transport is not None:
             self._paused = False
+            if self._loop.time() - self._paused_at > LAG_SECONDS:
+                # The consumer lags (a slow client): read-ahead would only hold memory.
+                self._limit = max(self._limit // 2, READ_AHEAD_MIN)
             self.transport.resume_reading()
         return kind, data
+
+    @property
+    def read_ahead(self) -> int:
+        """The current read-ahead: output buffered above this pauses the engine's socket."""
+        return self._limit
 
     # Input ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import asyncssh
 from asyncssh import (
@@ -57,6 +57,8 @@ from asyncssh.constants import (
     FXF_TRUNC,
     FXF_WRITE,
 )
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import SFTPServerHandler
 
 from gateway.containerfs import ContainerFS, FSError, ReadFile, Stat, WriteFile
 from gateway.errors import GatewayError
@@ -473,3 +475,54 @@ def _changes(attrs: SFTPAttrs) -> dict[str, int | None]:
         "atime": attrs.atime,
         "mtime": attrs.mtime,
     }
+
+
+# The request loop ----------------------------------------------------------------------------
+
+
+class WriteFlow(Protocol):
+    """Room in the connection's socket (``gateway.ssh.transport.CoalescingTransport``)."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+class PacedSFTPHandler(SFTPServerHandler):
+    """asyncssh's SFTP server loop, taking the next request only while replies can leave.
+
+    asyncssh handles one request at a time and writes each reply without waiting for the
+    client's socket: a client that pipelines large reads and stops reading would have every
+    reply pile up in the gateway. Here the next request is not read while more than the
+    connection's high-water mark is queued, so at most one reply (<= 4 MiB) goes beyond it.
+    """
+
+    def __init__(
+        self,
+        server: asyncssh.SFTPServer,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+        sftp_version: int,
+        flow: WriteFlow | None,
+    ) -> None:
+        super().__init__(server, reader, writer, sftp_version)
+        self._flow = flow
+
+    async def recv_packet(self) -> SSHPacket:
+        flow = self._flow
+        if flow is not None and not flow.writable:
+            await flow.wait_writable()
+        return await super().recv_packet()
+
+
+async def run_sftp_server(
+    server: asyncssh.SFTPServer,
+    reader: asyncssh.SSHReader[bytes],
+    writer: asyncssh.SSHWriter[bytes],
+    sftp_version: int,
+    flow: WriteFlow | None = None,
+) -> None:
+    """Serve the sftp subsystem like ``asyncssh.sftp.run_sftp_server``, paced by ``flow``."""
+    reader.logger.info("Starting SFTP server")
+    await PacedSFTPHandler(server, reader, writer, sftp_version, flow).run()

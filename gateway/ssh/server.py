@@ -99,7 +99,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
-        coalesce_writes(conn)
+        coalesce_writes(conn, self.gw.settings.write_buffer_high)
         peer = conn.get_extra_info("peername")
         if peer:
             host, port = peer[0], peer[1]

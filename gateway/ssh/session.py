@@ -30,6 +30,8 @@ from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
 from gateway.policy import Decision, DenyReason, Grant, Right, Subject, access, decide
 from gateway.policy import Target as PolicyTarget
+from gateway.safetext import literal
+from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
     PID_MARK_MAX,
     PID_MARK_RE,
@@ -310,9 +312,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         stderr: asyncssh.SSHWriter[bytes],
     ) -> int:
         from asyncssh.scp import run_scp_server
-        from asyncssh.sftp import run_sftp_server
 
         from gateway.sftp import FileAccess, FileOp, make_sftp_server
+        from gateway.sftp.server import run_sftp_server
 
         write = decide(
             Subject(ident.user, ident.groups),
@@ -335,7 +337,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         )
         server = make_sftp_server(fa, self.chan)
         if kind == "sftp":
-            await run_sftp_server(server, stdin, stdout, 3)
+            await run_sftp_server(server, stdin, stdout, 3, flow_of(self.gwconn.conn))
         else:
             assert command is not None
             handler = run_scp_server(server, command, stdin, stdout, stderr)
@@ -581,7 +583,11 @@ class _Bridge:
         self.track.from_container(data)
         try:
             writer.write(data)
-            await writer.drain()
+            await writer.drain()  # the channel's window
+            # The client's socket: asyncssh queues without limit when the window is large.
+            flow = flow_of(writer.channel.get_connection())
+            if flow is not None and not flow.writable:
+                await flow.wait_writable()
         except (BrokenPipeError, ConnectionError, asyncssh.Error):
             # The client is gone; the session's watcher ends the process.
             self.s._gone.set()
@@ -711,6 +717,8 @@ def _is_scp_server(command: str) -> bool:
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """Columns of text; cells are shown literally (container owners choose names and images)."""
+    rows = [tuple(literal(v) for v in r) for r in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.engines.attach import (
-    BUFFER_LIMIT,
     JOIN_MAX,
+    LAG_SECONDS,
+    READ_AHEAD_MAX,
+    READ_AHEAD_MIN,
     STDERR,
     STDOUT,
     AttachError,
@@ -198,8 +200,8 @@ async def test_reading_pauses_above_the_limit_and_resumes_when_drained() -> None
     while not transport.paused:
         proto.data_received(chunk)
         fed += 65536
-        assert fed <= BUFFER_LIMIT + 65536
-    assert fed > BUFFER_LIMIT
+        assert fed <= READ_AHEAD_MIN + 65536
+    assert fed > READ_AHEAD_MIN
     got = 0
     while transport.paused:
         msg = await proto.read()
@@ -209,6 +211,53 @@ async def test_reading_pauses_above_the_limit_and_resumes_when_drained() -> None
     proto.eof_received()
     rest = await read_all(proto)
     assert got + sum(len(d) for _, d in rest) == fed
+
+
+def fill(proto: AttachProtocol, transport: FakeTransport, chunk: bytes) -> int:
+    """Feed ``chunk`` until the socket is paused; returns the bytes fed."""
+    fed = 0
+    while not transport.paused:
+        proto.data_received(chunk)
+        fed += len(chunk)
+    return fed
+
+
+async def test_read_ahead_grows_while_the_consumer_keeps_running_dry() -> None:
+    proto, transport = make()
+    proto.data_received(UPGRADED)
+    chunk = frame(STDOUT, b"z" * 16384)
+    assert proto.read_ahead == READ_AHEAD_MIN
+    limits = []
+    for _ in range(8):
+        fill(proto, transport, chunk)
+        while transport.paused:  # a fast consumer: takes it all back at once
+            assert await proto.read() is not None
+        while proto._frames:
+            await proto.read()
+        reader = asyncio.ensure_future(proto.read())  # and then waits: ran dry
+        await asyncio.sleep(0)
+        proto.data_received(chunk)
+        assert await reader is not None
+        limits.append(proto.read_ahead)
+    assert limits == sorted(limits) and limits[0] == 2 * READ_AHEAD_MIN
+    assert limits[-1] == READ_AHEAD_MAX
+    # Still bounded: paused one chunk past the largest read-ahead at most.
+    fill(proto, transport, chunk)
+    assert READ_AHEAD_MAX < proto._buffered <= READ_AHEAD_MAX + 16384
+
+
+async def test_read_ahead_shrinks_when_the_consumer_lags() -> None:
+    proto, transport = make()
+    proto.data_received(UPGRADED)
+    proto._limit = READ_AHEAD_MAX
+    chunk = frame(STDOUT, b"s" * 65536)
+    for _ in range(6):
+        fill(proto, transport, chunk)
+        await asyncio.sleep(LAG_SECONDS * 1.5)  # a slow client: the stream stays paused
+        while transport.paused:
+            assert await proto.read() is not None
+    assert proto.read_ahead == READ_AHEAD_MIN
+    assert proto._buffered <= READ_AHEAD_MIN
 
 
 async def test_read_waits_for_data() -> None:

@@ -1,0 +1,194 @@
+"""Memory under clients that stop reading: the gateway must stop producing, not buffer.
+
+asyncssh never pauses a producer when the client's TCP socket is full (``pause_writing`` does
+nothing) and its SFTP server writes replies without waiting: on an earlier gateway one client
+with a 1 GiB window that ran ``cat /dev/zero`` and stopped reading grew the gateway by 985 MiB in
+12 s, and one that pipelined 48 SFTP reads of 4 MiB grew it by 211 MiB (docs/SECURITY.md,
+"Memory and backpressure"). The bound asserted here is a memory cap, not a timing.
+
+The hostile client is asyncssh with a huge channel window whose socket is then no longer read
+(``pause_reading`` on its transport): the gateway sees a peer whose TCP receive window is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from tests.e2e.helpers import Gateway, unique
+from tests.e2e.test_sftp import files_user, in_container
+
+pytestmark = pytest.mark.docker
+
+MakeContainer = Callable[..., str]
+
+GROWTH_MAX = 64 << 20  # bytes the gateway may grow by per non-reading client
+WATCH = 10.0  # seconds the client keeps not reading
+HUGE_WINDOW = 1 << 30
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def gateway_pid(gateway: Gateway) -> int:
+    assert gateway.proc is not None and gateway.proc.poll() is None
+    return gateway.proc.pid
+
+
+async def watch_growth(pid: int, base: int, seconds: float = WATCH) -> int:
+    """The largest RSS growth over ``base`` seen within ``seconds``."""
+    peak = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        peak = max(peak, rss(pid) - base)
+        if peak > 2 << 30:  # far past any bound: do not take the machine down
+            break
+        await asyncio.sleep(0.25)
+    return max(peak, rss(pid) - base)
+
+
+class _Sink(asyncssh.SSHClientSession[bytes]):
+    """Keeps what arrives; tells when something did."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.received = 0
+        self._event = asyncio.Event()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.received += len(data)
+        if len(self.buf) < 1 << 20:
+            self.buf += data
+        self._event.set()
+
+    async def wait_data(self, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.received:
+                self._event.clear()
+                await self._event.wait()
+
+    async def sftp_packet(self, timeout: float = 30) -> tuple[int, bytes]:
+        """The next SFTP packet: (type, body after the type byte)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if len(self.buf) >= 4:
+                    n = int.from_bytes(self.buf[:4], "big")
+                    if len(self.buf) >= 4 + n:
+                        pkt = bytes(self.buf[4 : 4 + n])
+                        del self.buf[: 4 + n]
+                        return pkt[0], pkt[1:]
+                self._event.clear()
+                await self._event.wait()
+
+
+def stop_reading(conn: asyncssh.SSHClientConnection) -> None:
+    """The client no longer reads its TCP socket (its receive window closes)."""
+    transport = conn._transport
+    assert transport is not None
+    transport.pause_reading()
+
+
+@asynccontextmanager
+async def connect(
+    gateway: Gateway, user: str, container: str
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    conn = await asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=f"{user}+{container}",
+        client_keys=[str(gateway.keys[user])],
+        known_hosts=None,
+        agent_path=None,
+    )
+    try:
+        yield conn
+    finally:
+        conn.abort()
+        await conn.wait_closed()
+
+
+def _string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _sftp(kind: int, body: bytes) -> bytes:
+    payload = bytes([kind]) + body
+    return len(payload).to_bytes(4, "big") + payload
+
+
+FXP_INIT, FXP_OPEN, FXP_READ, FXP_VERSION, FXP_HANDLE = 1, 3, 5, 2, 102
+
+
+async def test_exec_output_to_a_client_that_stops_reading(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    container = make_container(busybox_image)
+    user = unique("m")
+    gateway.add_user(user)
+    gateway.grant(container, user=user, rights="exec")
+    pid = gateway_pid(gateway)
+    async with connect(gateway, user, container) as conn:
+        # One command first, so one-time allocations of a session are in the base line.
+        res = await conn.run("echo warm", encoding=None)
+        assert res.stdout == b"warm\n", res
+        await asyncio.sleep(0.5)
+        base = rss(pid)
+        _, sink = await conn.create_session(
+            _Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
+        )
+        await sink.wait_data()
+        stop_reading(conn)
+        growth = await watch_growth(pid, base)
+    print(f"exec cat /dev/zero, client not reading: +{growth / 2**20:.1f} MiB")
+    assert growth <= GROWTH_MAX, (
+        f"the gateway grew by {growth / 2**20:.0f} MiB in {WATCH:.0f} s for one client that "
+        f"stopped reading (bound {GROWTH_MAX / 2**20:.0f} MiB)"
+    )
+
+
+async def test_pipelined_sftp_reads_from_a_client_that_stops_reading(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    container = make_container(busybox_image)
+    # 256 MiB, sparse: reading it costs the container no disk.
+    in_container(container, "dd if=/dev/zero of=/tmp/big bs=1M seek=255 count=1 2>/dev/null")
+    user = files_user(gateway, container, rights="sftp-read")
+    pid = gateway_pid(gateway)
+    async with connect(gateway, user, container) as conn:
+        chan, sink = await conn.create_session(
+            _Sink, subsystem="sftp", encoding=None, window=HUGE_WINDOW
+        )
+        chan.write(_sftp(FXP_INIT, (3).to_bytes(4, "big")))
+        kind, _ = await sink.sftp_packet()
+        assert kind == FXP_VERSION
+        open_req = (1).to_bytes(4, "big") + _string(b"/tmp/big")
+        open_req += (1).to_bytes(4, "big") + (0).to_bytes(4, "big")  # READ, no attrs
+        chan.write(_sftp(FXP_OPEN, open_req))
+        kind, body = await sink.sftp_packet()
+        assert kind == FXP_HANDLE, (kind, body)
+        handle = body[8 : 8 + int.from_bytes(body[4:8], "big")]
+        await asyncio.sleep(0.5)
+        base = rss(pid)
+        stop_reading(conn)
+        size = 4 << 20
+        for i in range(48):
+            req = (2 + i).to_bytes(4, "big") + _string(handle)
+            req += (i * size).to_bytes(8, "big") + size.to_bytes(4, "big")
+            chan.write(_sftp(FXP_READ, req))
+        growth = await watch_growth(pid, base)
+    print(f"sftp 48 x 4 MiB reads, client not reading: +{growth / 2**20:.1f} MiB")
+    assert growth <= GROWTH_MAX, (
+        f"the gateway grew by {growth / 2**20:.0f} MiB in {WATCH:.0f} s for 48 pipelined reads of "
+        f"4 MiB never read (bound {GROWTH_MAX / 2**20:.0f} MiB)"
+    )
