@@ -142,11 +142,15 @@ def decide(
     right: str,
     login: str | None = None,
     now: datetime | None = None,
+    *,
+    exact: bool = False,
 ) -> Decision:
     """Decide whether ``subject`` may use ``right`` on ``target`` as ``login``.
 
     Deny by default. Grants are considered in id order; the first one that allows decides the
-    login when none was asked for.
+    login when none was asked for. With ``exact`` the login is already settled (a further right
+    of a running session): ``login=None`` then means the image's own user, and only grants that
+    allow that user count (see :func:`decide_as`).
     """
     now = now or datetime.now(UTC)
     ordered = sorted(grants, key=lambda g: g.id)
@@ -181,7 +185,20 @@ def decide(
             grant=live[0],
             reason=DenyReason.RIGHT_MISSING,
         )
-    if login is None:
+    if login is None and exact:
+        allowing = [g for g in with_right if not g.logins or ANY_LOGIN in g.logins]
+        if not allowing:
+            return Decision(
+                False,
+                right,
+                f"deny: the image's user is not allowed for {who} on {target.name} with right "
+                f"{right!r}; matching: " + "; ".join(g.describe() for g in with_right),
+                grant=with_right[0],
+                reason=DenyReason.LOGIN_NOT_ALLOWED,
+            )
+        chosen = allowing[0]
+        run_as = None
+    elif login is None:
         chosen = with_right[0]
         run_as = default_login(chosen)
         allowing = [
@@ -211,6 +228,23 @@ def decide(
         paths=paths,
         record=chosen.record,
     )
+
+
+def decide_as(
+    subject: Subject,
+    grants: Iterable[Grant],
+    target: Target,
+    right: str,
+    login: str | None,
+    now: datetime | None = None,
+) -> Decision:
+    """A further right for a session that already runs as ``login`` (None: the image's user).
+
+    Only grants that give ``right`` *for that login* count, and the decision's paths come from
+    those grants alone: a write grant for ``root`` never makes an ``app`` session writable, and a
+    read grant's paths never widen where a write grant lets the session write.
+    """
+    return decide(subject, grants, target, right, login, now, exact=True)
 
 
 def _merge_paths(grants: Sequence[Grant]) -> tuple[str, ...]:

@@ -119,7 +119,8 @@ class ContainerFS:
         self.engine = engine
         self.container = container
         self.login = login
-        # Read paths confine every operation; write paths (default: the same) every change.
+        # Read paths confine what is read and looked at; write paths (default: the same) every
+        # change.
         self.paths = tuple(normalize_prefix(p) for p in paths)
         self.write_paths = (
             self.paths if write_paths is None else tuple(normalize_prefix(p) for p in write_paths)

@@ -33,6 +33,8 @@ class FileAccess:
     login: str  # exec User for every process inside the container (name or uid[:gid])
     writable: bool  # the grant has sftp-write; else every modifying op -> permission denied
     paths: tuple[str, ...] = ()  # allowed prefixes, checked after resolving in the container
+    # The same for modifying ops, from the write grants; None: the same as ``paths``.
+    write_paths: tuple[str, ...] | None = None
     on_op: Callable[[FileOp], None] | None = None
 
 

@@ -21,6 +21,7 @@ from gateway.policy import (
     Target,
     access,
     decide,
+    decide_as,
     default_login,
     is_expired,
     normalize_prefix,
@@ -601,3 +602,70 @@ def test_parse_rights_message_lists_known() -> None:
     with pytest.raises(ValueError, match="unknown right") as info:
         parse_rights("shell,sudo")
     assert "sudo" in str(info.value) and "exec" in str(info.value)
+
+
+# A further right of a running session (decide_as): the session's login, that right's grants ------
+
+ALICE = Subject("alice")
+WEB = Target("web1")
+RD = frozenset({Right.SFTP_READ})
+WR = frozenset({Right.SFTP_WRITE})
+RW = RD | WR
+
+
+def _g(
+    gid: int, rights: frozenset[str], logins: tuple[str, ...] = (), paths: tuple[str, ...] = ()
+) -> Grant:
+    return Grant(id=gid, target="web*", rights=rights, user="alice", logins=logins, paths=paths)
+
+
+def test_write_paths_come_only_from_write_grants() -> None:
+    # Read anywhere + write only under /srv/up: writes are confined to /srv/up.
+    grants = [_g(1, RD, ("app",)), _g(2, WR, ("app",), ("/srv/up",))]
+    read = decide(ALICE, grants, WEB, Right.SFTP_READ, "app")
+    write = decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, read.login)
+    assert read.allowed and read.paths == ()
+    assert write.allowed and write.paths == ("/srv/up",)
+
+
+def test_read_paths_never_widen_write_paths_mirror() -> None:
+    # Mirror: read confined, write anywhere -> the write decision is unrestricted, read is not.
+    grants = [_g(1, RD, ("app",), ("/srv/app",)), _g(2, WR, ("app",))]
+    assert decide(ALICE, grants, WEB, Right.SFTP_READ, "app").paths == ("/srv/app",)
+    assert decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, "app").paths == ()
+
+
+def test_write_for_another_login_does_not_make_the_session_writable() -> None:
+    grants = [_g(1, RD, ("app",)), _g(2, WR, ("root",))]
+    read = decide(ALICE, grants, WEB, Right.SFTP_READ)  # no login in the name: app
+    assert read.login == "app"
+    write = decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, read.login)
+    assert not write.allowed and write.reason is DenyReason.LOGIN_NOT_ALLOWED
+    # Mirror: the root session is writable, the app one is not.
+    assert decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, "root").allowed
+
+
+def test_image_user_session_needs_a_write_grant_for_the_image_user() -> None:
+    grants = [_g(1, RD), _g(2, WR, ("root",))]
+    read = decide(ALICE, grants, WEB, Right.SFTP_READ)
+    assert read.allowed and read.login is None
+    assert not decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, None).allowed
+    # A write grant without logins (the image's user) or with '*' does allow it.
+    assert decide_as(ALICE, [*grants, _g(3, WR)], WEB, Right.SFTP_WRITE, None).allowed
+    assert decide_as(ALICE, [*grants, _g(3, WR, (ANY_LOGIN,))], WEB, Right.SFTP_WRITE, None).allowed
+
+
+def test_write_paths_merge_only_grants_for_that_login() -> None:
+    grants = [_g(1, WR, ("app",), ("/srv/a",)), _g(2, WR, ("root",)), _g(3, RD, ("app",))]
+    w = decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, "app")
+    assert w.allowed and w.paths == ("/srv/a",)  # root's unrestricted grant does not widen app's
+    assert decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, "root").paths == ()
+
+
+def test_expired_write_grant_gives_no_write() -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    grants = [
+        _g(1, RD, ("app",)),
+        Grant(2, "web*", WR, user="alice", logins=("app",), expires_at=past),
+    ]
+    assert not decide_as(ALICE, grants, WEB, Right.SFTP_WRITE, "app").allowed
