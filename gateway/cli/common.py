@@ -31,6 +31,11 @@ T = TypeVar("T")
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 
 
+# Gateways re-check every open connection against the database each second (and every new
+# session at once): what is revoked here ends there without a restart.
+LIVE_NOTE = "open connections that depended on it are ended by the gateway within seconds"
+
+
 # Settings -----------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import typer
 
 from gateway.cli.common import (
     DATE_HELP,
+    LIVE_NOTE,
     audit,
     fmt_expiry,
     fmt_time,
@@ -110,7 +111,7 @@ def remove(
     ctx: typer.Context,
     fingerprint: Annotated[str, typer.Argument(help="SHA256:... as `key list` shows it.")],
 ) -> None:
-    """Remove a public key by fingerprint."""
+    """Remove a public key by fingerprint; connections that logged in with it end."""
     fingerprint = fingerprint.strip()
     if not fingerprint.startswith("SHA256:"):
         fingerprint = "SHA256:" + fingerprint
@@ -124,3 +125,4 @@ def remove(
 
     owner = run(go())
     say(f"removed key {fingerprint} of {owner}")
+    say(LIVE_NOTE)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from gateway.cli.common import (
+    LIVE_NOTE,
     audit,
     fmt_expiry,
     fmt_time,
@@ -167,7 +168,8 @@ def show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
 
 @app.command("disable")
 def disable(ctx: typer.Context, name: str) -> None:
-    """Disable a user: no new logins (keys and grants are kept)."""
+    """Disable a user: no new logins or sessions; running gateways end the user's open
+    connections and sessions within seconds (keys and grants are kept)."""
     _set_disabled(ctx, name, True)
 
 
@@ -187,11 +189,13 @@ def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
 
     run(go())
     say(f"user {name} {'disabled' if disabled else 'enabled'}")
+    if disabled:
+        say(LIVE_NOTE)
 
 
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
-    """Remove a user with their keys, memberships and grants."""
+    """Remove a user with their keys, memberships and grants; their open connections end."""
     cfg = settings(ctx)
 
     async def go() -> None:
@@ -201,6 +205,7 @@ def remove(ctx: typer.Context, name: str) -> None:
 
     run(go())
     say(f"removed user {name}")
+    say(LIVE_NOTE)
 
 
 @app.command("passwd")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +29,16 @@ from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import Metrics
 from gateway.observe.recorder import Recorder, convert_orphans
+from gateway.observe.revoke import REVOKED, LiveConn, revocation
+from gateway.store import AuthUser
 from gateway.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "KILL_MESSAGE",
+    "REVOKED",
+    "LiveConn",
     "Observer",
     "SessionInfo",
     "SessionTrack",
@@ -46,7 +50,9 @@ KILL_MESSAGE = "sshgw: this session was ended by an administrator"
 _DENY_REASONS = frozenset(
     {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired"}
 )
-_END_RESULTS = frozenset({"exit", "client_gone", "container_gone", "killed", "error", "shutdown"})
+_END_RESULTS = frozenset(
+    {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
+)
 _RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
 
@@ -84,6 +90,8 @@ class SessionTrack:
     def __init__(self, observer: Observer, info: SessionInfo, recorder: Recorder | None) -> None:
         self.info = info
         self.killed = asyncio.Event()
+        # What an end for "killed" is recorded as: an administrator's kill, or a revocation.
+        self.kill_reason = "killed"
         self.bytes_in = 0
         self.bytes_out = 0
         self.exit_status: int | None = None
@@ -112,6 +120,12 @@ class SessionTrack:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    def kill(self, reason: str = "killed") -> None:
+        """Ask the session to end (it ends its process, tells the user and closes)."""
+        if not self.killed.is_set():
+            self.kill_reason = reason
+            self.killed.set()
 
     def to_container(self, n: int) -> None:
         if n > 0:
@@ -184,6 +198,8 @@ class SessionTrack:
             log.exception("session end bookkeeping failed")
 
     def _end(self, exit_status: int | None, reason: str) -> None:
+        if reason == "killed":
+            reason = self.kill_reason
         self.exit_status = exit_status
         self.end_reason = reason
         duration = max(0.0, time.monotonic() - self._t0)
@@ -276,6 +292,7 @@ class Observer:
         self.http = HttpListener(host, port, self._exposition, self.check_ready)
         self._tracks: dict[str, SessionTrack] = {}
         self._conns: set[str] = set()
+        self._live: dict[str, LiveConn] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
@@ -293,7 +310,7 @@ class Observer:
         if self.audit_enabled:
             self.writer.load_spool()
             self._tasks.append(asyncio.create_task(self.writer.run(), name="sshgw-audit-writer"))
-            self._tasks.append(asyncio.create_task(self._kill_poller(), name="sshgw-kill-poller"))
+        self._tasks.append(asyncio.create_task(self._kill_poller(), name="sshgw-kill-poller"))
 
     async def stop(self) -> None:
         for track in list(self._tracks.values()):
@@ -330,7 +347,23 @@ class Observer:
         self.metrics.connections_opened.inc()
         self.metrics.connections_open.set(len(self._conns))
 
+    def connection_authenticated(
+        self,
+        conn_id: str,
+        user: str,
+        remote: str,
+        method: str,
+        close: Callable[[], None],
+        *,
+        key: str | None = None,
+        password_hash: str | None = None,
+    ) -> None:
+        """Remember what the connection authenticated with: it is re-checked while it lives."""
+        if conn_id in self._conns:
+            self._live[conn_id] = LiveConn(conn_id, user, remote, method, key, password_hash, close)
+
     def connection_closed(self, conn_id: str) -> None:
+        self._live.pop(conn_id, None)
         if conn_id not in self._conns:
             return
         self._conns.discard(conn_id)
@@ -541,7 +574,75 @@ class Observer:
         await self.check_ready()
         return self.metrics.exposition()
 
-    # Live sessions: kill requests arrive through the database ------------------------------
+    # Revocation: what a live connection authenticated with must stay valid ------------------
+
+    async def recheck(self, conn_id: str, user: str) -> str | None:
+        """Re-read the connection's user and credential; revoke it and say why when invalid.
+
+        Called for every new channel. Raises :class:`StoreUnavailable` when the database
+        cannot answer (the channel is then refused: nothing is granted unchecked).
+        """
+        live = self._live.get(conn_id)
+        if live is None:
+            # Not registered as authenticated (or already closed): nothing vouches for it.
+            return "connection not authenticated"
+        if live.revoked is not None:
+            return live.revoked
+        current = await self.store.auth_user(user)
+        reason = revocation(live, current)
+        if reason is not None:
+            self.revoke(conn_id, reason)
+        return reason
+
+    def revoke(self, conn_id: str, reason: str) -> None:
+        """End the connection: its sessions end (reason "revoked"), then it is closed."""
+        live = self._live.get(conn_id)
+        if live is None or live.revoked is not None:
+            return
+        live.revoked = reason
+        tracks = [t for t in self._tracks.values() if t.info.conn_id == conn_id]
+        log.warning(
+            "conn %s: %s's access revoked (%s); ending %d session(s) and the connection",
+            conn_id,
+            live.user,
+            reason,
+            len(tracks),
+        )
+        self.submit(
+            _audit.event(
+                _audit.REVOKED,
+                user=live.user,
+                remote=live.remote,
+                reason=reason,
+                conn=conn_id,
+                method=live.method,
+                key=live.key,
+                sessions=[t.id for t in tracks],
+            )
+        )
+        for t in tracks:
+            t.kill(REVOKED)
+        self._track_conversion(self._close_after(live, tracks))
+
+    async def _close_after(self, live: LiveConn, tracks: list[SessionTrack]) -> None:
+        # The sessions end their processes and tell the user first; then the connection goes.
+        deadline = time.monotonic() + self.settings.kill_grace + 3.0
+        while any(not t.ended for t in tracks) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        try:
+            live.close()
+        except Exception as exc:
+            log.debug("closing revoked connection %s: %r", live.conn_id, exc)
+
+    def _revocations(self, users: dict[str, AuthUser]) -> None:
+        now = utcnow()
+        for live in list(self._live.values()):
+            if live.revoked is None:
+                reason = revocation(live, users.get(live.user), now)
+                if reason is not None:
+                    self.revoke(live.conn_id, reason)
+
+    # Live sessions: kill requests and revocations arrive through the database --------------
 
     async def _kill_poller(self) -> None:
         sessions = _audit.SESSIONS
@@ -550,7 +651,17 @@ class Observer:
         )
         while True:
             await asyncio.sleep(self.kill_poll_interval)
-            if not self._tracks:
+            if self._live:
+                try:
+                    async with asyncio.timeout(5.0):
+                        users = await self.store.auth_users(_names(self._live.values()))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("revocation poller: %s", exc.__class__.__name__)
+                else:
+                    self._revocations(users)
+            if not self._tracks or not self.audit_enabled:
                 continue
             try:
                 async with asyncio.timeout(5.0), self.store.engine.connect() as conn:
@@ -564,4 +675,8 @@ class Observer:
                 track = self._tracks.get(sid)
                 if track is not None and not track.killed.is_set():
                     log.warning("session %s: ended on administrator request", sid)
-                    track.killed.set()
+                    track.kill()
+
+
+def _names(conns: Iterable[LiveConn]) -> set[str]:
+    return {c.user for c in conns if c.revoked is None}

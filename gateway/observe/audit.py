@@ -16,12 +16,12 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -29,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.observe.metrics import Metrics
 from gateway.store.models import AuditEvent, SessionRow, as_utc, utcnow
+
+if TYPE_CHECKING:
+    from gateway.store import AuthUser
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ SESSION_END = "session.end"
 FILE = "file"
 DENIED = "denied"
 ADMIN = "admin"
+# A live connection's user or credential was revoked (user disabled/removed, key removed, ...).
+REVOKED = "revoked"
 
 Op = Literal["event", "session_start", "session_end"]
 
@@ -53,6 +58,10 @@ class StoreLike(Protocol):
     def engine(self) -> AsyncEngine: ...
 
     async def ping(self) -> None: ...
+
+    async def auth_user(self, name: str) -> AuthUser | None: ...
+
+    async def auth_users(self, names: Iterable[str]) -> dict[str, AuthUser]: ...
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ modifying operation is refused with "permission denied". Each finished operation
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import stat as statmod
@@ -164,18 +165,23 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
     def __init__(self, access: FileAccess, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         super().__init__(chan)
         self._access = access
-        self._fs = ContainerFS(
-            access.engine,
-            access.container,
-            access.login,
-            access.paths,
-            write_paths=access.write_paths,
-        )
+        self._fs = ContainerFS(access.engine, access.container, access.login, access.paths)
         self._started = False
+        self._ending = False
         self._names: tuple[dict[int, str], dict[int, str]] = ({}, {})
         self._names_loaded = False
 
     # Plumbing -----------------------------------------------------------------------------
+
+    def ending(self) -> None:
+        """The session is being ended (kill, revocation, shutdown): files closed from now on
+        were cut short; uploads are discarded, never moved into place."""
+        self._ending = True
+
+    async def end_session(self) -> None:
+        """Discard open files and stop the container's file helper (the session was ended)."""
+        self._ending = True
+        await self._fs.close()
 
     async def _ready(self) -> ContainerFS:
         if not self._started:
@@ -279,7 +285,9 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         # sent a close): such an upload is incomplete and must not replace the final name. SCP
         # closes its file also when the connection broke mid-file.
         caller = sys._getframe(1).f_code.co_name
-        if caller == "_process_close":
+        if self._ending:
+            aborted = True
+        elif caller == "_process_close":
             aborted = False
         elif caller == "_cleanup":
             aborted = True
@@ -486,6 +494,11 @@ def _changes(attrs: SFTPAttrs) -> dict[str, int | None]:
 # The request loop ----------------------------------------------------------------------------
 
 
+# Server-side copies (the copy-data extension) go through the container: bounded per request.
+COPY_DATA_MAX = 64 << 20
+COPY_DATA_BLOCK = 256 << 10
+
+
 class WriteFlow(Protocol):
     """Room in the connection's socket (``gateway.ssh.transport.CoalescingTransport``)."""
 
@@ -520,6 +533,50 @@ class PacedSFTPHandler(SFTPServerHandler):
         if flow is not None and not flow.writable:
             await flow.wait_writable()
         return await super().recv_packet()
+
+    async def _process_copy_data_bounded(self, packet: SSHPacket) -> None:
+        """The ``copy-data`` extension, bounded: at most :data:`COPY_DATA_MAX` bytes per request.
+
+        asyncssh's own loop copies "to the end" (length 0) without limit, so a source that
+        never ends (``/dev/zero``) would make one request run and write forever. Here the copy
+        stops with an error at the bound, and when the channel closes; the session's end
+        (kill, revocation, shutdown) cancels it between blocks.
+        """
+        src_handle = packet.get_string()
+        src_offset = packet.get_uint64()
+        length = packet.get_uint64()
+        dst_handle = packet.get_string()
+        dst_offset = packet.get_uint64()
+        packet.check_end()
+        src = self._file_handles.get(src_handle)
+        dst = self._file_handles.get(dst_handle)
+        if not src or not dst:
+            raise SFTPInvalidHandle("Invalid file handle")
+        if length > COPY_DATA_MAX:
+            raise SFTPFailure(f"copy-data: at most {COPY_DATA_MAX} bytes per request")
+        to_end = length == 0
+        left = COPY_DATA_MAX if to_end else length
+        while left:
+            if self._writer is None or self._writer.channel.is_closing():
+                raise SFTPFailure("copy-data: the session ended")
+            size = min(left, COPY_DATA_BLOCK)
+            read = self._server.read(src, src_offset, size)
+            data = await read if inspect.isawaitable(read) else read
+            written = self._server.write(dst, dst_offset, data)
+            if inspect.isawaitable(written):
+                await written
+            if len(data) < size:
+                return
+            src_offset += size
+            dst_offset += size
+            left -= size
+        if to_end:
+            raise SFTPFailure(f"copy-data: stopped after {COPY_DATA_MAX} bytes (the bound)")
+
+    _packet_handlers = {  # noqa: RUF012 (asyncssh's own table, with copy-data replaced)
+        **SFTPServerHandler._packet_handlers,
+        b"copy-data": _process_copy_data_bounded,  # type: ignore[dict-item]
+    }
 
 
 async def run_sftp_server(

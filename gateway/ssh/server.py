@@ -193,6 +193,18 @@ class GatewayConnection(asyncssh.SSHServer):
         assert user is not None and self._target is not None
         self.identity = Identity(user.name, user.groups, self._target, self._method)
         self.gw.observer.auth_attempt(self._method, True, user.name, self.remote)
+        # Re-checked for every channel and by the revocation poller while the connection lives.
+        fp = getattr(self, "_accepted_key", None) if self._method == "publickey" else None
+        close = self.conn.close if self.conn is not None else (lambda: None)
+        self.gw.observer.connection_authenticated(
+            self.conn_id,
+            user.name,
+            self.remote,
+            self._method,
+            close,
+            key=fp,
+            password_hash=user.password_hash if self._method == "password" else None,
+        )
         log.info(
             "conn %s: %s authenticated by %s from %s",
             self.conn_id,

@@ -11,8 +11,8 @@ import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
 from asyncssh.stream import SSHServerStreamSession
@@ -28,16 +28,7 @@ from gateway.errors import (
 )
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
-from gateway.policy import (
-    Decision,
-    DenyReason,
-    Grant,
-    Right,
-    Subject,
-    access,
-    decide,
-    decide_as,
-)
+from gateway.policy import Decision, DenyReason, Grant, Right, Subject, access, decide
 from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
 from gateway.ssh.transport import flow_of
@@ -52,9 +43,12 @@ from gateway.ssh.wrapper import (
 )
 
 if TYPE_CHECKING:
+    from gateway.sftp.server import ContainerSFTPServer
     from gateway.ssh.server import Gateway, GatewayConnection, Identity
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 READ_SIZE = 32 * 1024
 HOLD_LIMIT = 64 * 1024
@@ -127,7 +121,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         status = 1
         try:
             if ident.target.container is None:
-                status = await self._list(ident, stdout, pty)
+                status = await self._list(ident, stdout, stderr, pty)
             else:
                 status = await self._session(ident, kind, command, pty, stdin, stdout, stderr)
         except GatewayError as exc:
@@ -186,14 +180,44 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             connected_at=self.gwconn.accepted_at,
         )
 
-    async def _list(self, ident: Identity, stdout: asyncssh.SSHWriter[bytes], pty: bool) -> int:
+    async def _recheck(self, ident: Identity) -> None:
+        """The connection's user and key or password must still be valid for a new channel."""
+        reason = await self.gw.observer.recheck(self.gwconn.conn_id, ident.user)
+        if reason is not None:
+            self.gw.observer.access_denied(
+                "revoked", ident.user, ident.target.container, "-", self.gwconn.remote
+            )
+            raise AccessDenied(f"access revoked ({reason})")
+
+    async def _grants_rechecked(self, ident: Identity) -> list[Grant]:
+        """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
+        check = asyncio.ensure_future(self._recheck(ident))
+        try:
+            grants = await self.gw.store.grants_for(ident.user)
+        finally:
+            if not check.done():
+                await asyncio.wait({check})
+        check.result()
+        return grants
+
+    async def _list(
+        self,
+        ident: Identity,
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+        pty: bool,
+    ) -> int:
         """``ssh alice@gw``: the containers alice may reach."""
+        grants = await self._grants_rechecked(ident)
         track = self.gw.observer.session_started(
             self._info(ident, "list", None, None, None, pty, False)
         )
         try:
-            containers = await self.gw.engine.list_containers()
-            grants = await self.gw.store.grants_for(ident.user)
+            containers = await self._until_ended(self.gw.engine.list_containers(), track)
+            if isinstance(containers, _Ended):
+                self._say(stderr, _end_message(track), pty)
+                track.end(255, self._end_reason(track))
+                return 255
             subject = Subject(ident.user, ident.groups)
             rows: list[tuple[str, str, str, str, str]] = []
             for c in containers:
@@ -265,7 +289,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         name = ident.target.container
         assert name is not None
         # The container and the grants are looked up at the same time.
-        grants_task = asyncio.ensure_future(self.gw.store.grants_for(ident.user))
+        grants_task = asyncio.ensure_future(self._grants_rechecked(ident))
         try:
             container = await self.gw.engine.resolve(name)
         except EngineUnavailable:
@@ -322,11 +346,10 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     ) -> int:
         from asyncssh.scp import run_scp_server
 
-        from gateway.sftp import FileAccess, FileOp, make_sftp_server
-        from gateway.sftp.server import run_sftp_server
+        from gateway.sftp import FileAccess, FileOp
+        from gateway.sftp.server import ContainerSFTPServer, run_sftp_server
 
-        # Writing is decided for the session's own login, and its paths come from write grants.
-        write = decide_as(
+        write = decide(
             Subject(ident.user, ident.groups),
             self._grants or [],
             PolicyTarget(container.name, container.id, container.labels),
@@ -343,21 +366,73 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             login=login,
             writable=write.allowed,
             paths=decision.paths,
-            write_paths=write.paths if write.allowed else decision.paths,
             on_op=on_op,
         )
-        server = make_sftp_server(fa, self.chan)
+        server = ContainerSFTPServer(fa, self.chan)
         if kind == "sftp":
-            await run_sftp_server(server, stdin, stdout, 3, flow_of(self.gwconn.conn))
+            work: Awaitable[None] = run_sftp_server(
+                server, stdin, stdout, 3, flow_of(self.gwconn.conn)
+            )
         else:
             assert command is not None
             handler = run_scp_server(server, command, stdin, stdout, stderr)
             if handler is None:  # bad scp arguments: asyncssh already answered and exited
                 track.end(1, "error")
                 return 1
-            await handler
+            work = handler
+        if await self._until_ended(work, track, server) is ENDED:
+            # Killed, revoked or shutting down: the transfer stopped; unfinished uploads are
+            # discarded and the container's file helper is gone.
+            if self.chan.get_write_buffer_size() > 0:
+                # Unsent file data would hold the channel open for as long as the client takes
+                # to read it (a slow scp: minutes): drop it and close now.
+                self.chan.abort()
+            else:
+                self._say(stderr, _end_message(track), False)
+            track.end(255, self._end_reason(track))
+            return 255
         track.end(0, "exit")
         return 0
+
+    def _end_reason(self, track: SessionTrack) -> str:
+        if track.killed.is_set():
+            return "killed"  # recorded as the track's kill reason ("killed" or "revoked")
+        return "shutdown" if self.gw.stopping.is_set() else "client_gone"
+
+    async def _until_ended(
+        self,
+        work: Awaitable[T],
+        track: SessionTrack,
+        server: ContainerSFTPServer | None = None,
+    ) -> T | _Ended:
+        """Run ``work`` until it finishes (its result) or the session is ended (``ENDED``).
+
+        An administrator's kill, a revocation and gateway shutdown end every kind of session
+        (shell and exec end in ``_Bridge``): the work is cancelled, a file session's open
+        files are discarded and its container helper stopped.
+        """
+        task = asyncio.ensure_future(work)
+        kill = asyncio.ensure_future(track.killed.wait())
+        stop = asyncio.ensure_future(self.gw.stopping.wait())
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({task, kill, stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            if server is not None:
+                server.ending()  # what closes now was cut short: discard, never commit
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+            if server is not None:
+                try:
+                    await asyncio.wait_for(server.end_session(), timeout=5.0)
+                except (TimeoutError, GatewayError) as exc:
+                    log.info("session %s: file helper: %r", self.session_id[:8], exc)
+            return ENDED
+        finally:
+            for t in (task, kill, stop, gone):
+                if not t.done():
+                    t.cancel()
 
     # Shell and exec ----------------------------------------------------------------------
 
@@ -720,6 +795,21 @@ _SIGNALS = {
     "USR1",
     "USR2",
 }
+
+
+class _Ended:
+    """What :meth:`GatewaySession._until_ended` returns when the session was ended."""
+
+
+ENDED = _Ended()
+
+
+def _end_message(track: SessionTrack) -> str:
+    if track.killed.is_set():
+        if track.kill_reason == "killed":
+            return "session terminated by an administrator"
+        return "session ended: your access was revoked"
+    return "the gateway is shutting down; session ended"
 
 
 def _is_scp_server(command: str) -> bool:

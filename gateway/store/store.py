@@ -511,6 +511,51 @@ class Store:
             groups=groups,
         )
 
+    async def auth_users(self, names: Iterable[str]) -> dict[str, AuthUser]:
+        """:meth:`auth_user` for many users at once (the gateway's revocation poller).
+
+        Users that do not exist (any more) are missing from the result.
+        """
+        wanted = sorted({n for n in names if valid_user_name(n)})
+        if not wanted:
+            return {}
+
+        async def q(conn: AsyncConnection) -> tuple[list[Any], list[Any], list[Any]]:
+            users = await conn.execute(
+                sa.select(User.name, User.disabled, User.password_hash).where(User.name.in_(wanted))
+            )
+            keys = await conn.execute(
+                sa.select(User.name, PublicKey.key, PublicKey.fingerprint, PublicKey.expires_at)
+                .join(User, PublicKey.user_id == User.id)
+                .where(User.name.in_(wanted))
+            )
+            groups = await conn.execute(
+                sa.select(User.name, Group.name)
+                .select_from(GroupMember)
+                .join(Group, GroupMember.group_id == Group.id)
+                .join(User, GroupMember.user_id == User.id)
+                .where(User.name.in_(wanted))
+            )
+            return list(users.all()), list(keys.all()), list(groups.all())
+
+        users, keys, groups = await self._read(q)
+        key_map: dict[str, list[AuthKey]] = {}
+        for uname, text, fp, expires in keys:
+            key_map.setdefault(uname, []).append(AuthKey(fp, text, expires))
+        group_map: dict[str, set[str]] = {}
+        for uname, gname in groups:
+            group_map.setdefault(uname, set()).add(gname)
+        return {
+            uname: AuthUser(
+                name=uname,
+                disabled=bool(disabled),
+                password_hash=password_hash,
+                keys=tuple(sorted(key_map.get(uname, ()), key=lambda k: k.fingerprint)),
+                groups=frozenset(group_map.get(uname, ())),
+            )
+            for uname, disabled, password_hash in users
+        }
+
     async def grants_for(self, user: str) -> list[Grant]:
         """Grants of the user and of the user's groups (expired ones included), by id."""
         member_groups = (
