@@ -165,7 +165,13 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
     def __init__(self, access: FileAccess, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         super().__init__(chan)
         self._access = access
-        self._fs = ContainerFS(access.engine, access.container, access.login, access.paths)
+        self._fs = ContainerFS(
+            access.engine,
+            access.container,
+            access.login,
+            access.paths,
+            write_paths=access.write_paths,
+        )
         self._started = False
         self._ending = False
         self._names: tuple[dict[int, str], dict[int, str]] = ({}, {})

@@ -28,7 +28,16 @@ from gateway.errors import (
 )
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
-from gateway.policy import Decision, DenyReason, Grant, Right, Subject, access, decide
+from gateway.policy import (
+    Decision,
+    DenyReason,
+    Grant,
+    Right,
+    Subject,
+    access,
+    decide,
+    decide_as,
+)
 from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
 from gateway.ssh.transport import flow_of
@@ -349,7 +358,8 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         from gateway.sftp import FileAccess, FileOp
         from gateway.sftp.server import ContainerSFTPServer, run_sftp_server
 
-        write = decide(
+        # Writing is decided for the session's own login, and its paths come from write grants.
+        write = decide_as(
             Subject(ident.user, ident.groups),
             self._grants or [],
             PolicyTarget(container.name, container.id, container.labels),
@@ -366,6 +376,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             login=login,
             writable=write.allowed,
             paths=decision.paths,
+            write_paths=write.paths if write.allowed else decision.paths,
             on_op=on_op,
         )
         server = ContainerSFTPServer(fa, self.chan)
