@@ -48,7 +48,7 @@ __all__ = [
 KILL_MESSAGE = "sshgw: this session was ended by an administrator"
 
 _DENY_REASONS = frozenset(
-    {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired"}
+    {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}
 )
 _END_RESULTS = frozenset(
     {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
