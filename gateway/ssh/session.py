@@ -42,12 +42,11 @@ from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
-    PID_MARK_MAX,
-    PID_MARK_RE,
-    PID_MARK_START,
     alive_argv,
     explain_start_failure,
     kill_argv,
+    new_nonce,
+    scan_pid_mark,
     wrapper_argv,
 )
 
@@ -463,8 +462,14 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         env = self._env(pty)
         cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
         login_ref = decision.login or container.user or "0"
+        nonce = new_nonce()  # the PID marker is taken only with it (see _Bridge._pump_out)
         argv = wrapper_argv(
-            "shell" if kind == "shell" else "exec", login_ref, rows, cols, command or ""
+            "shell" if kind == "shell" else "exec",
+            login_ref,
+            rows,
+            cols,
+            command or "",
+            nonce=nonce,
         )
         if kind == "shell" and pty and self.gw.motd:
             motd = self.gw.motd.replace("\r\n", "\n")
@@ -489,7 +494,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             self.gw.observer.docker_error("exec_start")
             raise
         self.gw.observer.exec_started(time.monotonic() - t0)
-        bridge = _Bridge(self, container, stream, track, pty, (rows, cols))
+        bridge = _Bridge(self, container, stream, track, pty, (rows, cols), nonce, login_ref)
         try:
             return await bridge.run(stdin, stdout, stderr, login_ref)
         finally:
@@ -518,8 +523,13 @@ class _Bridge:
         track: SessionTrack,
         pty: bool,
         size: tuple[int, int],
+        nonce: str,
+        user: str,
     ) -> None:
         self.s = session
+        self.nonce = nonce
+        # Signals, hang-up and liveness checks run as the session's own login, never as root.
+        self.user = user
         self.gw = session.gw
         self.container = container
         self.stream = stream
@@ -623,15 +633,17 @@ class _Bridge:
             if waiting:
                 if kind == mark_stream:
                     mark += data
-                    m = PID_MARK_RE.search(mark, 0, PID_MARK_MAX * 8)
-                    if m is not None:
-                        self.pid = int(m.group(1))
+                    # Only the first PID_MARK_MAX bytes of this exec's own output, and only a
+                    # marker with this session's nonce: the command cannot forge the PID.
+                    scan = scan_pid_mark(bytes(mark), self.nonce)
+                    if scan.state == "found":
+                        self.pid = scan.pid
                         waiting = False
                         self.ready.set()
                         if self.pty:
                             self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
-                        before = bytes(mark[: m.start()])
-                        rest = bytes(mark[m.end() :])
+                        before = bytes(mark[: scan.start])
+                        rest = bytes(mark[scan.end :])
                         for k, d in held:
                             await self._emit(k, d, stdout, stderr)
                         held.clear()
@@ -639,7 +651,7 @@ class _Bridge:
                             if part:
                                 await self._emit(kind, part, stdout, stderr)
                         continue
-                    if len(mark) >= PID_MARK_MAX * 8 or (PID_MARK_START[:1] not in mark):
+                    if scan.state == "none":
                         waiting = False
                         self.start_output += mark[:4096]
                         held.append((kind, bytes(mark)))
@@ -746,7 +758,11 @@ class _Bridge:
     async def _kill(self, signal: str) -> None:
         assert self.pid is not None
         try:
-            await self.gw.engine.run(self.container.id, kill_argv(self.pid, signal, True), user="0")
+            # Only while the exec still runs: its PID cannot have been reused by another process.
+            info = await self.gw.engine.inspect_exec(self.stream.exec_id)
+            if not info.get("Running"):
+                return
+            await self.gw.engine.run(self.container.id, kill_argv(self.pid, signal), user=self.user)
         except GatewayError as exc:
             log.info(
                 "could not signal pid %s in %s: %s", self.pid, self.container.name, exc.user_message
@@ -758,7 +774,9 @@ class _Bridge:
             info = await self.gw.engine.inspect_exec(self.stream.exec_id)
             if not info.get("Running"):
                 return False
-            code, _, _ = await self.gw.engine.run(self.container.id, alive_argv(self.pid), user="0")
+            code, _, _ = await self.gw.engine.run(
+                self.container.id, alive_argv(self.pid), user=self.user
+            )
             return code == 0
         except GatewayError:
             return False
