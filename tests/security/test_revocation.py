@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +362,60 @@ def test_shutdown_ends_sftp(
     assert client.stderr is not None
     err = client.stderr.read()
     assert b"the gateway is shutting down" in err, err
+
+
+@contextlib.asynccontextmanager
+async def sftp_of(gateway: Gateway, user: str, c: str) -> AsyncIterator[asyncssh.SFTPClient]:
+    async with asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=f"{user}+{c}",
+        client_keys=[str(gateway.keys[user])],
+        known_hosts=None,
+        agent_path=None,
+    ) as conn:
+        client = await conn.start_sftp_client()
+        assert client.supports_remote_copy
+        yield client
+
+
+CHUNK = 64 << 20
+
+
+async def test_server_side_copy_is_bounded_and_stops_with_its_session(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    """copy-data (the gateway copies through the container) has a bound per request, and a
+    series of copies ends when the session is killed."""
+    c = make_container(busybox_image)
+    user = file_user(gateway, c, "sftp-read,sftp-write")
+    # Sparse files: cheap to make, real bytes to copy.
+    in_container(
+        c,
+        "dd if=/dev/zero of=/tmp/big bs=1 count=0 seek=256M 2>/dev/null",
+        user="app",
+    )
+    async with sftp_of(gateway, user, c) as client:
+        # "Copy to the end" stops at the bound instead of running as long as the source lasts.
+        async with client.open("/tmp/big", "rb") as src, client.open("/tmp/c1", "wb") as dst:
+            with pytest.raises(asyncssh.SFTPFailure, match="bound"):
+                await asyncio.wait_for(client.remote_copy(src, dst), timeout=60)
+
+        async with client.open("/tmp/big", "rb") as src, client.open("/tmp/c2", "wb") as dst:
+
+            async def copy_all() -> None:
+                # The same 64 MiB again and again: minutes of copying, 64 MiB of disk.
+                for _ in range(1000):
+                    await client.remote_copy(src, dst, 0, CHUNK, 0)
+
+            copy = asyncio.ensure_future(copy_all())
+            await asyncio.sleep(1.0)
+            assert not copy.done(), "the copies finished before the kill"
+            (sess,) = await asyncio.to_thread(active, gateway, user)
+            outs = await asyncio.to_thread(kill_all, gateway, [sess["id"]])
+            assert b"ended: killed" in outs[0], outs
+            done, _ = await asyncio.wait({copy}, timeout=5.0)
+            assert done, "the server-side copies went on after the kill"
+            assert copy.exception() is not None
+    # The unfinished target is not put in place.
+    assert "c2" not in in_container(c, "ls /tmp").split()
