@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from gateway.errors import InvalidInput
+from gateway.ssh.limits import parse_max_startups
 
 
 def _default_data_dir() -> Path:
@@ -45,6 +46,13 @@ def split_hostport(text: str, default_port: int) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise InvalidInput(f"port out of range in listen address {text!r}")
     return host or "0.0.0.0", port
+
+
+def _startups_text(v: Any) -> str:
+    """``max_startups`` as given, once it parses (see :func:`parse_max_startups`)."""
+    text = str(v).strip()
+    parse_max_startups(text)
+    return text
 
 
 class Settings(BaseSettings):
@@ -120,6 +128,37 @@ class Settings(BaseSettings):
     def _split_env_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [p.strip() for p in v.replace(",", " ").split() if p.strip()]
+        return v
+
+    @field_validator("max_startups", mode="before")
+    @classmethod
+    def _check_max_startups(cls, v: Any) -> Any:
+        # One clear line (InvalidInput passes through pydantic unchanged).
+        return _startups_text(v)
+
+    @field_validator(
+        "max_sessions",
+        "max_startups_per_source",
+        "max_auth_tries",
+        "max_password_checks",
+        mode="after",
+    )
+    @classmethod
+    def _at_least_one(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:
+            raise InvalidInput(f"{info.field_name} must be at least 1, not {v}")
+        return v
+
+    @field_validator("server_version", mode="after")
+    @classmethod
+    def _check_server_version(cls, v: str) -> str:
+        # What follows "SSH-2.0-" in the banner: printable ASCII without spaces or "-"
+        # (RFC 4253 4.2).
+        if not v or len(v) > 200 or any(not 0x21 <= ord(ch) <= 0x7E or ch == "-" for ch in v):
+            raise InvalidInput(
+                "server_version must be 1-200 printable ASCII characters without spaces "
+                f"or '-': {v!r}"
+            )
         return v
 
     @classmethod
