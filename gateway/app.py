@@ -11,6 +11,7 @@ import asyncssh
 
 from gateway import __version__
 from gateway.config import Settings
+from gateway.datadir import prepare_data_dir, private_umask
 from gateway.engines import DockerEngine
 from gateway.errors import EngineUnavailable, GatewayError, StoreUnavailable
 from gateway.observe import Observer
@@ -34,6 +35,7 @@ ENCRYPTION_ALGS = [
 
 def run(settings: Settings) -> int:
     """Run the gateway until SIGINT/SIGTERM. Returns the process exit status."""
+    private_umask()  # the database, its -wal/-shm, recordings, spools: 0600 / 0700
     try:
         return asyncio.run(serve(settings))
     except KeyboardInterrupt:
@@ -61,6 +63,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     host, port = settings.listen_address
     try:
+        prepare_data_dir(settings)
         store = await _prepare_store(settings)
     except GatewayError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)

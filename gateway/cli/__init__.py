@@ -18,6 +18,7 @@ import typer
 
 from gateway import __version__
 from gateway.cli.common import CliState
+from gateway.datadir import private_umask
 from gateway.errors import GatewayError
 
 app = typer.Typer(
@@ -73,6 +74,7 @@ _register()
 
 def main() -> None:
     """Entry point of ``sshgw`` and ``python -m gateway``."""
+    private_umask()  # the SQLite database and what SQLite makes beside it stay private
     try:
         app(prog_name="sshgw")
     except GatewayError as exc:

@@ -17,6 +17,7 @@ from gateway.cli.common import (
     table,
 )
 from gateway.config import Settings
+from gateway.datadir import prepare_data_dir
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
 from gateway.policy import KNOWN_RIGHTS, Decision, Subject, Target, decide
 from gateway.store import Store
@@ -78,6 +79,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     cfg = settings(ctx)
 
     async def go() -> tuple[str, str]:
+        prepare_data_dir(cfg, create=False)
         store = Store.from_url(cfg.effective_database_url)
         try:
             before = await store.schema_state()
@@ -99,6 +101,7 @@ def db_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     cfg = settings(ctx)
 
     async def go() -> tuple[str, str]:
+        prepare_data_dir(cfg, create=False)
         store = Store.from_url(cfg.effective_database_url)
         try:
             return await store.schema_state(), store.url

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.config import Settings, load_settings
+from gateway.datadir import prepare_data_dir
 from gateway.errors import InvalidInput, StoreUnavailable
 from gateway.safetext import json_terminal_safe, literal
 from gateway.store import Store
@@ -79,6 +80,7 @@ async def open_store(cfg: Settings) -> AsyncIterator[Store]:
     An empty or older SQLite database is upgraded on the spot; PostgreSQL must be upgraded
     explicitly with ``sshgw db upgrade``.
     """
+    prepare_data_dir(cfg, create=False)
     store = Store.from_url(cfg.effective_database_url)
     try:
         await ensure_schema(store)
