@@ -28,7 +28,7 @@ from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import Metrics
-from gateway.observe.recorder import Recorder, convert_orphans
+from gateway.observe.recorder import Recorder, RecordingStopped, convert_orphans
 from gateway.observe.revoke import REVOKED, LiveConn, revocation
 from gateway.store import AuthUser
 from gateway.store.models import utcnow
@@ -146,21 +146,21 @@ class SessionTrack:
         if self.recorder is not None:
             try:
                 self.recorder.output(data)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecordingStopped) as exc:
                 self._recording_failed(exc)
 
     def input(self, data: bytes) -> None:
         if self.recorder is not None and self.recorder.record_input:
             try:
                 self.recorder.input(data)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecordingStopped) as exc:
                 self._recording_failed(exc)
 
     def resize(self, cols: int, rows: int) -> None:
         if self.recorder is not None:
             try:
                 self.recorder.resize(cols, rows)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecordingStopped) as exc:
                 self._recording_failed(exc)
 
     def file_op(self, op: str, path: str, nbytes: int, result: str, seconds: float) -> None:
@@ -261,9 +261,26 @@ class SessionTrack:
         )
 
     def _recording_failed(self, exc: BaseException) -> None:
+        """The recording ends here (the session goes on): an error, low disk space, or the size
+        cap. Counted as a recording error unless it is the size cap; audited either way."""
         rec, self.recorder = self.recorder, None
-        self._obs.metrics.recording_errors.inc()
-        log.error("session recording stopped: %s", exc)
+        if isinstance(exc, RecordingStopped) and not exc.low_disk:
+            log.warning("session recording stopped: %s (the session goes on)", exc)
+        else:
+            self._obs.metrics.recording_errors.inc()
+            log.error("session recording stopped: %s", exc)
+        i = self.info
+        self._obs.submit(
+            _audit.event(
+                _audit.RECORDING_STOPPED,
+                user=i.user,
+                container=i.container,
+                remote=i.remote,
+                session_id=i.id,
+                reason=str(exc),
+                recording=str(self._recording_path) if self._recording_path else None,
+            )
+        )
         if rec is not None:
             with contextlib.suppress(OSError, ValueError):
                 rec.close()
@@ -459,6 +476,8 @@ class Observer:
                 recording=str(recorder.path) if recorder else None,
             )
         )
+        if recorder is not None and recorder.stopped is not None:  # no room from the start
+            track._recording_failed(recorder.stopped)
         log.info(
             "session started: %s %s@%s login=%s%s",
             info.kind,
@@ -483,6 +502,8 @@ class Observer:
                 term=info.term,
                 title=title,
                 record_input=self.settings.record_input,
+                max_bytes=self.settings.recording_max_bytes,
+                min_free=self.settings.recording_min_free,
             )
         except OSError as exc:
             self.metrics.recording_errors.inc()
@@ -521,7 +542,9 @@ class Observer:
 
     def _convert_orphans(self) -> None:
         try:
-            done = convert_orphans(self.settings.effective_recordings_dir)
+            done = convert_orphans(
+                self.settings.effective_recordings_dir, self.settings.recording_max_bytes
+            )
         except (OSError, ValueError) as exc:
             self.metrics.recording_errors.inc()
             log.error("cannot convert recordings left by an earlier run: %s", exc)
