@@ -1,7 +1,10 @@
 """The project's own error types.
 
-Every error that may reach a person carries a one-line ``user_message`` that is safe to show:
-no tracebacks, no secrets, no internal identifiers beyond what the person typed.
+Every error that may reach a person carries a one-line ``user_message`` that is safe to show
+to an administrator (CLI, logs): no tracebacks, no secrets. What an SSH user sees is
+``public_message``: the same line, except for errors about the gateway's own infrastructure,
+which name no Docker endpoint, database host or exception class (admins find those in the log
+and in ``/readyz``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ class GatewayError(Exception):
     """Base of all errors the gateway reports to a person."""
 
     exit_status = 1
+    # What an SSH user is told instead of ``user_message``; None: the same line.
+    public: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.user_message = message
+
+    @property
+    def public_message(self) -> str:
+        """The line for an SSH user (no endpoint, host or exception class)."""
+        return self.public if self.public is not None else self.user_message
 
 
 class BadLogin(GatewayError):
@@ -40,6 +50,8 @@ class ContainerNotRunning(GatewayError):
 class EngineUnavailable(GatewayError):
     """The Docker engine could not be reached or answered with an error."""
 
+    public = "the container engine is unavailable; try again later"
+
 
 class ExecFailed(GatewayError):
     """A process could not be started inside the container (no shell, unknown login, ...)."""
@@ -47,6 +59,8 @@ class ExecFailed(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """The database could not be reached."""
+
+    public = "the gateway cannot reach its database; try again later"
 
 
 class NotFound(GatewayError):

@@ -182,7 +182,7 @@ class ArchiveBackend:
                 status = resp.status
                 header = resp.headers.get("X-Docker-Container-Path-Stat", "")
         except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ContainerGone(f"the engine did not answer: {exc.__class__.__name__}") from None
+            raise _engine_silent(exc) from None
         if status == 404:
             raise FSError(errno.ENOENT, path)
         if status != 200:
@@ -316,7 +316,7 @@ class ArchiveBackend:
             )
             raise FSError(code, shown, None if code != errno.EIO else str(exc.message)) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ContainerGone(f"the engine did not answer: {exc.__class__.__name__}") from None
+            raise _engine_silent(exc) from None
 
     async def put_member(
         self, path: bytes, member_type: bytes, mode: int, linkname: bytes = b""
@@ -372,7 +372,7 @@ class _GetContext:
             code = errno.ENOENT if exc.status == 404 else errno.EIO
             raise FSError(code, self.path) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ContainerGone(f"the engine did not answer: {exc.__class__.__name__}") from None
+            raise _engine_silent(exc) from None
         self._stream = ArchiveStream(resp, cm)
         return self._stream
 
@@ -383,3 +383,9 @@ class _GetContext:
 
 def no_shell(what: str) -> Unsupported:
     return Unsupported(f"{what}: {NO_SHELL}")
+
+
+def _engine_silent(exc: BaseException) -> ContainerGone:
+    """The engine did not answer: the detail goes to the log, the user gets one plain line."""
+    log.warning("archive API: the engine did not answer: %r", exc)
+    return ContainerGone("the container engine did not answer; try again later")

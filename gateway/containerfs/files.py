@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SMALL_READ = 512 * 1024
 SMALL_WRITE = 256 * 1024
 MAX_READ = 4 * 1024 * 1024
+# An archive-mode upload is held in memory up to this size, then in a temporary file.
+SPOOL_MEMORY = 8 << 20
 SKIP_AHEAD = 1024 * 1024
 
 
@@ -520,7 +522,7 @@ class ArchiveWriteFile(WriteFile):
             readable=readable, create_mode=mode,
         )  # fmt: skip
         self._spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-            max_size=8 << 20, prefix="sshgw-upload-"
+            max_size=SPOOL_MEMORY, prefix="sshgw-upload-"
         )
         self._create = mode
 
@@ -529,12 +531,22 @@ class ArchiveWriteFile(WriteFile):
             raise FSError(errno.EBADF, self.path)
         if self.append:
             offset = self._size
+        self._spill(offset, offset + len(data))
         self._spool.seek(offset)
         self._spool.write(data)
         self._size = max(self._size, offset + len(data))
         self._mtime = None
         self.nbytes += len(data)
         return len(data)
+
+    def _spill(self, start: int, end: int) -> None:
+        """After a gap or past the memory budget, the content lives in the temporary file.
+
+        In memory a write at a large offset would allocate the whole gap; on disk the gap is a
+        hole (no memory, no disk).
+        """
+        if start > self._size or end > SPOOL_MEMORY:
+            self._spool.rollover()
 
     async def read(self, offset: int, size: int) -> bytes:
         if not self.readable:
@@ -567,6 +579,7 @@ class ArchiveWriteFile(WriteFile):
                 errno.EOPNOTSUPP, self.path, "changing the owner needs a shell in the container"
             )
         if size is not None:
+            self._spill(size, size)
             self._spool.truncate(size)
             self._size = size
         if mode is not None:

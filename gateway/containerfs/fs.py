@@ -115,8 +115,10 @@ class ContainerFS:
         login: str,
         paths: tuple[str, ...] = (),
         write_paths: tuple[str, ...] | None = None,
+        max_open: int = MAX_OPEN_FILES,
     ) -> None:
         self.engine = engine
+        self.max_open = max_open
         self.container = container
         self.login = login
         # Read paths confine what is read and looked at; write paths (default: the same) every
@@ -480,8 +482,8 @@ class ContainerFS:
     # Files -----------------------------------------------------------------------------------
 
     def _check_open_limit(self, path: bytes) -> None:
-        if len(self._open) >= MAX_OPEN_FILES:
-            raise FSError(errno.EMFILE, path, f"too many open files (at most {MAX_OPEN_FILES})")
+        if len(self._open) >= self.max_open:
+            raise FSError(errno.EMFILE, path, f"too many open files (at most {self.max_open})")
 
     def _inline_held(self) -> int:
         return sum(f.held for f in self._open if isinstance(f, ReadFile))

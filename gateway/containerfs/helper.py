@@ -21,6 +21,9 @@ EXEC_ENV: Mapping[str, str] = {"LC_ALL": "C"}
 DEFAULT_LIMIT = 1 << 20
 LIST_LIMIT = 64 << 20
 STDERR_KEEP = 4096
+# Output a one-shot transfer may send before its shell announced its process (streams of one
+# exec are not ordered against each other, so a little stdout may come first).
+START_OUTPUT_MAX = 1 << 20
 # "exec: not found" style failures of the runtime come back as 126/127.
 _NOT_FOUND_CODES = (126, 127)
 
@@ -45,7 +48,7 @@ async def _start_exec(
     except ExecFailed as exc:
         raise FSError(errno.EIO, b"", exc.user_message) from None
     except EngineUnavailable as exc:
-        raise ContainerGone(exc.user_message) from None
+        raise ContainerGone(exc.public_message) from None
 
 
 def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
@@ -262,7 +265,12 @@ class OneShot:
         return shot
 
     async def _read_pid(self) -> None:
+        early = 0
         while b"\n" not in self.stderr:
+            if early > START_OUTPUT_MAX or len(self.stderr) > STDERR_KEEP:
+                # The shell did not announce its process first, as the script makes it do:
+                # whatever talks here is not held in memory waiting for it.
+                raise FSError(errno.EIO, b"", "the container's shell did not start the transfer")
             msg = await self._stream.read()
             if msg is None:
                 self._eof = True
@@ -271,6 +279,7 @@ class OneShot:
             kind, chunk = msg
             if kind == STDOUT:
                 self._early.append(chunk)
+                early += len(chunk)
             else:
                 self.stderr += chunk
         first, _, rest = bytes(self.stderr).partition(b"\n")
@@ -317,7 +326,7 @@ class OneShot:
         except TimeoutError:
             raise FSError(errno.ETIMEDOUT, b"", "the container did not finish in time") from None
         except EngineUnavailable as exc:
-            raise ContainerGone(exc.user_message) from None
+            raise ContainerGone(exc.public_message) from None
         finally:
             await self._stream.close()
         return self.exit_code
@@ -326,7 +335,7 @@ class OneShot:
         try:
             self.exit_code = await self._stream.wait(timeout=timeout)
         except EngineUnavailable as exc:
-            raise ContainerGone(exc.user_message) from None
+            raise ContainerGone(exc.public_message) from None
         return self.exit_code
 
     async def stop(self, helper: ShellHelper | None) -> None:

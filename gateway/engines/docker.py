@@ -398,22 +398,30 @@ class DockerEngine:
         user: str = "",
         input: bytes | None = None,
         limit: int = 1 << 20,
+        timeout: float = 30.0,
     ) -> tuple[int, bytes, bytes]:
-        """Run a short command to completion: (exit code, stdout, stderr), output capped."""
+        """Run a short command to completion: (exit code, stdout, stderr).
+
+        Output is kept up to ``limit`` bytes per stream, and the command gets ``timeout``
+        seconds: a tool in the image that never stops talking cannot hold the gateway.
+        """
         st = await self.exec(container_id, argv, user=user, stdin=input is not None)
         try:
-            if input is not None:
-                if input:
-                    await st.write(input)
-                st.write_eof()
-            out = bytearray()
-            err = bytearray()
-            while (msg := await st.read()) is not None:
-                kind, data = msg
-                buf = out if kind == STDOUT else err
-                if len(buf) < limit:
-                    buf += data[: limit - len(buf)]
-            code = await st.wait()
+            async with asyncio.timeout(timeout):
+                if input is not None:
+                    if input:
+                        await st.write(input)
+                    st.write_eof()
+                out = bytearray()
+                err = bytearray()
+                while (msg := await st.read()) is not None:
+                    kind, data = msg
+                    buf = out if kind == STDOUT else err
+                    if len(buf) < limit:
+                        buf += data[: limit - len(buf)]
+                code = await st.wait()
+        except TimeoutError:
+            raise ExecFailed(f"{argv[0]}: did not finish within {timeout:g} s") from None
         finally:
             await st.close()
         return code, bytes(out), bytes(err)

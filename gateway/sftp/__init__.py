@@ -36,6 +36,8 @@ class FileAccess:
     # The same for modifying ops, from the write grants; None: the same as ``paths``.
     write_paths: tuple[str, ...] | None = None
     on_op: Callable[[FileOp], None] | None = None
+    # Open handles (files and directory listings) of one session (SSHGW_MAX_SFTP_HANDLES).
+    max_handles: int = 128
 
 
 def make_sftp_server(

@@ -57,6 +57,8 @@ from asyncssh.constants import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
+    FXP_OPEN,
+    FXP_OPENDIR,
 )
 from asyncssh.packet import SSHPacket
 from asyncssh.sftp import SFTPServerHandler
@@ -101,9 +103,11 @@ _RESULTS: dict[int, str] = {
 
 
 def _sftp_error(exc: GatewayError) -> SFTPError:
+    if exc.public_message != exc.user_message:
+        log.warning("file operation: %s", exc.user_message)
     if isinstance(exc, FSError):
-        return _ERRORS.get(exc.code, SFTPFailure)(exc.user_message)
-    return SFTPFailure(exc.user_message)
+        return _ERRORS.get(exc.code, SFTPFailure)(exc.public_message)
+    return SFTPFailure(exc.public_message)
 
 
 def _result(exc: BaseException) -> str:
@@ -171,7 +175,9 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             access.login,
             access.paths,
             write_paths=access.write_paths,
+            max_open=access.max_handles,
         )
+        self._listings = 0  # directory listings held in memory (see scandir)
         self._started = False
         self._ending = False
         self._names: tuple[dict[int, str], dict[int, str]] = ({}, {})
@@ -411,9 +417,20 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         await self._run("setstat", path, lambda fs: fs.setstat(path, follow=False, **changes))
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
-        entries = await self._run("list", path, lambda fs: fs.listdir(path))
-        for name, st in entries:
-            yield SFTPName(name, attrs=attrs_from_stat(st))
+        # A listing is held from the first readdir until its handle closes (up to the helper's
+        # LIST_LIMIT of names each): only MAX_LISTINGS_HELD of them at once per session.
+        if self._listings >= MAX_LISTINGS_HELD:
+            self._emit("list", path, 0, "failure", time.monotonic())
+            raise SFTPFailure(
+                f"too many directory listings open at once (at most {MAX_LISTINGS_HELD})"
+            )
+        self._listings += 1
+        try:
+            entries = await self._run("list", path, lambda fs: fs.listdir(path))
+            for name, st in entries:
+                yield SFTPName(name, attrs=attrs_from_stat(st))
+        finally:
+            self._listings -= 1
 
     async def remove(self, path: bytes) -> None:
         if not self._access.writable:
@@ -501,6 +518,8 @@ def _changes(attrs: SFTPAttrs) -> dict[str, int | None]:
 
 
 # Server-side copies (the copy-data extension) go through the container: bounded per request.
+# Directory listings one session holds in memory at once (each up to the helper's LIST_LIMIT).
+MAX_LISTINGS_HELD = 8
 COPY_DATA_MAX = 64 << 20
 COPY_DATA_BLOCK = 256 << 10
 
@@ -530,9 +549,27 @@ class PacedSFTPHandler(SFTPServerHandler):
         writer: asyncssh.SSHWriter[bytes],
         sftp_version: int,
         flow: WriteFlow | None,
+        max_handles: int = 128,
     ) -> None:
         super().__init__(server, reader, writer, sftp_version)
         self._flow = flow
+        self._max_handles = max_handles
+
+    def _check_handles(self) -> None:
+        """asyncssh keeps every handle a client opens (directories cost nothing to open):
+        at most ``max_handles`` files and directories at once."""
+        if len(self._file_handles) + len(self._dir_handles) >= self._max_handles:
+            raise SFTPFailure(f"too many open handles (at most {self._max_handles})")
+
+    async def _process_open_bounded(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        handle: bytes = await SFTPServerHandler._process_open(self, packet)
+        return handle
+
+    async def _process_opendir_bounded(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        handle: bytes = await SFTPServerHandler._process_opendir(self, packet)
+        return handle
 
     async def recv_packet(self) -> SSHPacket:
         flow = self._flow
@@ -582,6 +619,8 @@ class PacedSFTPHandler(SFTPServerHandler):
     _packet_handlers = {  # noqa: RUF012 (asyncssh's own table, with copy-data replaced)
         **SFTPServerHandler._packet_handlers,
         b"copy-data": _process_copy_data_bounded,  # type: ignore[dict-item]
+        FXP_OPEN: _process_open_bounded,  # type: ignore[dict-item]
+        FXP_OPENDIR: _process_opendir_bounded,  # type: ignore[dict-item]
     }
 
 
@@ -591,7 +630,8 @@ async def run_sftp_server(
     writer: asyncssh.SSHWriter[bytes],
     sftp_version: int,
     flow: WriteFlow | None = None,
+    max_handles: int = 128,
 ) -> None:
     """Serve the sftp subsystem like ``asyncssh.sftp.run_sftp_server``, paced by ``flow``."""
     reader.logger.info("Starting SFTP server")
-    await PacedSFTPHandler(server, reader, writer, sftp_version, flow).run()
+    await PacedSFTPHandler(server, reader, writer, sftp_version, flow, max_handles).run()

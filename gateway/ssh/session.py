@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
+from asyncssh.channel import SSHChannel
+from asyncssh.packet import SSHPacket
 from asyncssh.stream import SSHServerStreamSession
 
 from gateway.engines.docker import STDERR, STDOUT, Container, ExecStream
@@ -40,6 +42,7 @@ from gateway.policy import (
 )
 from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
+from gateway.ssh.pacing import EnvBudget, EventQueueCap, TokenBucket
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
     alive_argv,
@@ -61,6 +64,11 @@ T = TypeVar("T")
 READ_SIZE = 32 * 1024
 HOLD_LIMIT = 64 * 1024
 EXTENDED_DATA_STDERR = 1
+# Channel requests a client can send without limit (see gateway.ssh.pacing):
+ENV_MAX_BYTES = 64 * 1024  # names + values of the env entries one channel keeps
+EVENTS_PENDING_MAX = 16  # signals and breaks waiting for the session's reader
+RESIZE_RATE, RESIZE_BURST = 10.0, 10.0  # terminal resizes passed on to the engine, per second
+SIGNAL_RATE, SIGNAL_BURST = 2.0, 8.0  # signals delivered (each is an exec in the container)
 
 
 class GatewaySession(SSHServerStreamSession[bytes]):
@@ -71,12 +79,57 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self.session_id = uuid.uuid4().hex
         self._gone = asyncio.Event()
         self._grants: list[Grant] | None = None
+        # What a client may queue with channel requests stays bounded (gateway.ssh.pacing).
+        self.events = EventQueueCap(EVENTS_PENDING_MAX)
+        self.newest_size: tuple[int, int] | None = None  # (rows, cols) of the last resize
+        self._resize_queued = False
+        self.dropped_requests = 0
 
     @property
     def chan(self) -> asyncssh.SSHServerChannel[bytes]:
         chan = self._chan
         assert isinstance(chan, asyncssh.SSHServerChannel)
         return chan
+
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:
+        super().connection_made(chan)
+        _cap_env(chan, EnvBudget(self.gw.settings.max_env, ENV_MAX_BYTES), self)
+
+    # Requests a client can repeat without limit: queued for the reader only within bounds.
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        # Sizes coalesce: the reader applies the newest one; at most one resize is queued.
+        self.newest_size = (height, width)
+        if self._resize_queued:
+            return
+        self._resize_queued = True
+        super().terminal_size_changed(width, height, pixwidth, pixheight)
+
+    def take_newest_size(self, fallback: tuple[int, int]) -> tuple[int, int]:
+        self._resize_queued = False
+        return self.newest_size or fallback
+
+    def signal_received(self, signal: str) -> None:
+        if self.events.admit():
+            super().signal_received(signal)
+        else:
+            self._dropped("signal")
+
+    def break_received(self, msec: int) -> bool:
+        if self.events.admit():
+            return bool(super().break_received(msec))
+        self._dropped("break")
+        return False
+
+    def _dropped(self, what: str) -> None:
+        self.dropped_requests += 1
+        if self.dropped_requests in (1, 100, 10000):
+            log.info(
+                "conn %s: session %s: %s request dropped (%d so far: too many at once)",
+                self.gwconn.conn_id,
+                self.session_id[:8],
+                what,
+                self.dropped_requests,
+            )
 
     # Requests: accept the forms we know; authorization happens in _run with a clear message.
     def shell_requested(self) -> bool:
@@ -133,7 +186,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             else:
                 status = await self._session(ident, kind, command, pty, stdin, stdout, stderr)
         except GatewayError as exc:
-            self._say(stderr, exc.user_message, pty)
+            if exc.public_message != exc.user_message:
+                log.warning("conn %s: %s", self.gwconn.conn_id, exc.user_message)
+            self._say(stderr, exc.public_message, pty)
             status = exc.exit_status
         except asyncio.CancelledError:
             status = 255
@@ -377,11 +432,17 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             paths=decision.paths,
             write_paths=write.paths if write.allowed else decision.paths,
             on_op=on_op,
+            max_handles=self.gw.settings.max_sftp_handles,
         )
         server = ContainerSFTPServer(fa, self.chan)
         if kind == "sftp":
             work: Awaitable[None] = run_sftp_server(
-                server, stdin, stdout, 3, flow_of(self.gwconn.conn)
+                server,
+                stdin,
+                stdout,
+                3,
+                flow_of(self.gwconn.conn),
+                self.gw.settings.max_sftp_handles,
             )
         else:
             assert command is not None
@@ -540,6 +601,8 @@ class _Bridge:
         self.ready = asyncio.Event()
         self.start_output = bytearray()
         self._unsent: list[tuple[int, bytes]] = []
+        self._resizes = TokenBucket(RESIZE_RATE, RESIZE_BURST)
+        self._signals = TokenBucket(SIGNAL_RATE, SIGNAL_BURST)
         self.stdout: asyncssh.SSHWriter[bytes] | None = None
         self.stderr: asyncssh.SSHWriter[bytes] | None = None
 
@@ -594,15 +657,24 @@ class _Bridge:
             try:
                 data = await stdin.read(READ_SIZE)
             except asyncssh.TerminalSizeChanged as exc:
-                self.size = (exc.height, exc.width)
-                self.track.resize(exc.width, exc.height)
+                if self.ready.is_set():
+                    # At most RESIZE_RATE engine calls a second; sizes sent meanwhile coalesce.
+                    await asyncio.sleep(self._resizes.wait_time())
+                    self._resizes.take()
+                self.size = self.s.take_newest_size((exc.height, exc.width))
+                self.track.resize(self.size[1], self.size[0])
                 if self.ready.is_set():
                     await self._resize()
                 continue
             except asyncssh.SignalReceived as exc:
-                await self._signal(str(exc.signal))
+                self.s.events.done()
+                if self._signals.take():
+                    await self._signal(str(exc.signal))
+                else:
+                    self.s._dropped("signal")
                 continue
             except asyncssh.BreakReceived:
+                self.s.events.done()
                 continue
             except (asyncssh.Error, ConnectionError):
                 return
@@ -797,6 +869,27 @@ class _Bridge:
             if not await self._alive():
                 return
         await self._kill("KILL")
+
+
+def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession) -> None:
+    """Refuse env requests beyond ``budget``; asyncssh itself keeps every one it is sent.
+
+    asyncssh dispatches a channel request to the channel's ``_process_env_request`` method
+    (looked up by name on the instance); this wraps it on this one channel.
+    """
+    process = getattr(chan, "_process_env_request", None)
+    if process is None:
+        return
+
+    def process_env(packet: SSHPacket) -> bool:
+        peek = SSHPacket(packet.get_remaining_payload())
+        key, value = peek.get_string(), peek.get_string()
+        if not budget.admit(key, value):
+            session._dropped("env")
+            return False
+        return bool(process(packet))
+
+    setattr(chan, "_process_env_request", process_env)  # noqa: B010 (an instance attribute)
 
 
 class _ClientGone(Exception):
