@@ -89,7 +89,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             host,
             port,
             server_host_keys=host_keys,
-            server_version=f"sshgw_{__version__}",
+            # No version number by default: nothing for a scanner to match against.
+            server_version=settings.server_version,
             encoding=None,
             line_editor=False,
             login_timeout=settings.login_timeout,
@@ -134,6 +135,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         await gw.tasks.close(timeout=max(settings.kill_grace + 3.0, 5.0))
         if server is not None:
             await server.wait_closed()
+        gw.limits.close()  # failed logins held back for the audit digest
         await observer.stop()
         await engine.close()
         await store.close()

@@ -55,6 +55,8 @@ _END_RESULTS = frozenset(
 )
 _RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
+_STARTUP_REASONS = frozenset({"startups", "per_source"})
+_CHANNEL_REASONS = frozenset({"max_sessions"})
 
 
 def _label(value: str, allowed: frozenset[str], other: str = "other") -> str:
@@ -391,10 +393,21 @@ class Observer:
         log.info("handshake failed from %s: %s", remote, reason)
 
     def auth_attempt(
-        self, method: str, ok: bool, user: str | None, remote: str, reason: str = ""
+        self,
+        method: str,
+        ok: bool,
+        user: str | None,
+        remote: str,
+        reason: str = "",
+        *,
+        audit: bool = True,
     ) -> None:
+        """One authentication attempt: always counted; an audit event unless ``audit`` is
+        False (failures are then written by :meth:`login_failed`, summed)."""
         result = "success" if ok else "failure"
         self.metrics.auth_attempts.labels(method=_label(method, _AUTH_METHODS), result=result).inc()
+        if not audit:
+            return
         self.submit(
             _audit.event(
                 _audit.LOGIN,
@@ -405,6 +418,49 @@ class Observer:
                 reason=reason or None,
             )
         )
+
+    def login_failed(
+        self,
+        user: str | None,
+        remote: str,
+        method: str,
+        reason: str,
+        count: int = 1,
+        **detail: Any,
+    ) -> None:
+        """One audit event for ``count`` failed attempts (their metrics were counted already)."""
+        self.submit(
+            _audit.event(
+                _audit.LOGIN,
+                user=user,
+                remote=remote,
+                method=method,
+                result="failure",
+                reason=reason or None,
+                count=count,
+                **detail,
+            )
+        )
+
+    # Limits for unauthenticated peers and channels (gateway.ssh.limits) -------------------
+
+    def startup_refused(self, reason: str) -> None:
+        self.metrics.startups_refused.labels(reason=_label(reason, _STARTUP_REASONS)).inc()
+
+    def unauthenticated(self, count: int) -> None:
+        self.metrics.unauthenticated.set(count)
+
+    def auth_throttled(self) -> None:
+        self.metrics.auth_throttled.inc()
+
+    def auth_too_many(self) -> None:
+        self.metrics.auth_too_many.inc()
+
+    def password_checks_waiting(self, count: int) -> None:
+        self.metrics.password_checks_waiting.set(count)
+
+    def channel_refused(self, reason: str) -> None:
+        self.metrics.channels_refused.labels(reason=_label(reason, _CHANNEL_REASONS)).inc()
 
     def access_denied(
         self, reason: str, user: str, container: str | None, right: str, remote: str

@@ -86,6 +86,42 @@ class Metrics:
             ["method", "result"],
             registry=r,
         )
+        # Peers that have not authenticated yet (docs/SECURITY.md, "Unauthenticated peers").
+        self.startups_refused = Counter(
+            "sshgw_startups_refused",
+            "Connections closed before the key exchange because too many were unauthenticated, "
+            "by reason (startups: max_startups; per_source: max_startups_per_source).",
+            ["reason"],
+            registry=r,
+        )
+        self.unauthenticated = Gauge(
+            "sshgw_unauthenticated_connections",
+            "Connections open that have not authenticated yet (counted against max_startups).",
+            registry=r,
+        )
+        self.auth_throttled = Counter(
+            "sshgw_auth_throttled",
+            "Password checks delayed after earlier failures from the same source or for the "
+            "same user.",
+            registry=r,
+        )
+        self.auth_too_many = Counter(
+            "sshgw_auth_too_many_failures",
+            "Connections disconnected after max_auth_tries failed authentication attempts.",
+            registry=r,
+        )
+        self.password_checks_waiting = Gauge(
+            "sshgw_password_checks_waiting",
+            "Password checks waiting for one of the max_password_checks slots.",
+            registry=r,
+        )
+        self.channels_refused = Counter(
+            "sshgw_channels_refused",
+            "Session channels refused at open, by reason (max_sessions: too many open at once "
+            "on one connection).",
+            ["reason"],
+            registry=r,
+        )
         self.access_denied = Counter(
             "sshgw_access_denied",
             "Requests refused by policy, by reason (no_grant, right_missing, login_not_allowed, "
@@ -216,6 +252,9 @@ class Metrics:
                 self.auth_attempts.labels(method=method, result=res)
         for reason in ("buffer_full", "rejected"):
             self.audit_dropped.labels(reason=reason)
+        for reason in ("startups", "per_source"):
+            self.startups_refused.labels(reason=reason)
+        self.channels_refused.labels(reason="max_sessions")
 
     def kind_labels(self, kind: str, container: str | None) -> dict[str, str]:
         if self.container_label:

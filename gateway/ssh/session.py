@@ -151,6 +151,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._gone.set()
+        self.gwconn.session_closed(self)  # its place under max_sessions is free again
 
     # The session ---------------------------------------------------------------------------
 
