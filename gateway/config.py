@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     max_env: int = 64
     # Bytes the gateway may queue towards one slow client before it stops reading its sources.
     write_buffer_high: int = 1 << 20
-    # Session recordings: bytes per recording, then a "recording truncated" marker; no new
-    # recording data while the data directory has less free space than this.
+    # Session recordings: bytes per recording, then a "recording truncated" marker; a recording
+    # stops (with a marker) when the recordings' file system has less free space than this.
     recording_max_bytes: int = 256 << 20
     recording_min_free: int = 256 << 20
     # The version string sent to SSH clients (no version number by default).
