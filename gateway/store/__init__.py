@@ -3,18 +3,12 @@
 Migrations live in the repository's top-level ``alembic/`` directory.
 """
 
+from gateway.store.db import SchemaState, safe_url
+from gateway.store.groups import GroupInfo
 from gateway.store.keys import ParsedKey, parse_public_key
 from gateway.store.passwords import hash_password, needs_rehash, verify_password
-from gateway.store.store import (
-    AuthKey,
-    AuthUser,
-    GroupInfo,
-    KeyInfo,
-    SchemaState,
-    Store,
-    UserInfo,
-    safe_url,
-)
+from gateway.store.store import Store
+from gateway.store.users import AuthKey, AuthUser, KeyInfo, UserInfo
 
 __all__ = [
     "AuthKey",

@@ -1,0 +1,207 @@
+"""Grants: stored rows to :class:`gateway.policy.Grant` values and back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.errors import InvalidInput, NotFound
+from gateway.policy import ANY_LOGIN, Grant, normalize_prefix, parse_rights
+from gateway.routing import LOGIN_RE
+from gateway.store.db import Database
+from gateway.store.models import GrantRow, Group, GroupMember, User, as_utc
+
+
+def _split(text: str | None, sep: str) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(p for p in text.split(sep) if p)
+
+
+def _grant_from_row(row: Any) -> Grant:
+    labels = row.labels or {}
+    if isinstance(labels, str):  # some drivers hand JSON back as text
+        labels = json.loads(labels)
+    return Grant(
+        id=int(row.id),
+        target=row.target,
+        rights=frozenset(_split(row.rights, ",")),
+        user=row.user_name,
+        group=row.group_name,
+        labels=tuple(sorted((str(k), str(v)) for k, v in dict(labels).items())),
+        logins=_split(row.logins, ","),
+        paths=_split(row.paths, "\n"),
+        expires_at=row.expires_at,
+        record=bool(row.record),
+    )
+
+
+def _grant_select() -> sa.Select[Any]:
+    u = User.__table__.alias("gu")
+    g = Group.__table__.alias("gg")
+    gr = GrantRow.__table__
+    return (
+        sa.select(
+            gr.c.id,
+            gr.c.target,
+            gr.c.labels,
+            gr.c.rights,
+            gr.c.logins,
+            gr.c.paths,
+            gr.c.expires_at,
+            gr.c.record,
+            u.c.name.label("user_name"),
+            g.c.name.label("group_name"),
+        )
+        .select_from(gr.outerjoin(u, gr.c.user_id == u.c.id).outerjoin(g, gr.c.group_id == g.c.id))
+        .order_by(gr.c.id)
+    )
+
+
+class GrantsRepo(Database):
+    """Grants of users and groups."""
+
+    async def grants_for(self, user: str) -> list[Grant]:
+        """Grants of the user and of the user's groups (expired ones included), by id."""
+        member_groups = (
+            sa.select(GroupMember.group_id)
+            .join(User, GroupMember.user_id == User.id)
+            .where(User.name == user)
+        )
+        gr = GrantRow.__table__
+        u_ids = sa.select(User.id).where(User.name == user).scalar_subquery()
+        query = _grant_select().where(
+            sa.or_(gr.c.user_id == u_ids, gr.c.group_id.in_(member_groups))
+        )
+
+        async def q(conn: AsyncConnection) -> list[Grant]:
+            return [_grant_from_row(r) for r in (await conn.execute(query)).all()]
+
+        return await self._read(q)
+
+    async def all_grants(self) -> list[Grant]:
+        async def q(conn: AsyncConnection) -> list[Grant]:
+            return [_grant_from_row(r) for r in (await conn.execute(_grant_select())).all()]
+
+        return await self._read(q)
+
+    async def add_grant(
+        self,
+        *,
+        user: str | None = None,
+        group: str | None = None,
+        target: str,
+        labels: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        rights: str | Iterable[str],
+        logins: Sequence[str] = (),
+        paths: Sequence[str] = (),
+        expires_at: datetime | None = None,
+        record: bool = True,
+    ) -> int:
+        """Add a grant for exactly one of ``user`` / ``group``; returns its id."""
+        if (user is None) == (group is None):
+            raise InvalidInput("a grant needs exactly one subject: a user or a group")
+        target = _check_target(target)
+        label_map = _check_labels(labels)
+        rights_text = _check_rights(rights)
+        logins_text = _check_logins(logins)
+        paths_text = _check_paths(paths)
+        async with self._tx() as s:
+            uid = await self._user_id(s, user) if user is not None else None
+            gid = await self._group_id(s, group) if group is not None else None
+            row = GrantRow(
+                user_id=uid,
+                group_id=gid,
+                target=target,
+                labels=label_map,
+                rights=rights_text,
+                logins=logins_text,
+                paths=paths_text,
+                expires_at=as_utc(expires_at) if expires_at is not None else None,
+                record=record,
+            )
+            s.add(row)
+            await s.flush()
+            return int(row.id)
+
+    async def get_grant(self, grant_id: int) -> Grant:
+        async def q(conn: AsyncConnection) -> list[Grant]:
+            rows = await conn.execute(_grant_select().where(GrantRow.__table__.c.id == grant_id))
+            return [_grant_from_row(r) for r in rows.all()]
+
+        found = await self._read(q)
+        if not found:
+            raise NotFound(f"no such grant: {grant_id}")
+        return found[0]
+
+    async def list_grants(self) -> list[Grant]:
+        return await self.all_grants()
+
+    async def remove_grant(self, grant_id: int) -> None:
+        async with self._tx() as s:
+            result = await s.execute(sa.delete(GrantRow).where(GrantRow.id == grant_id))
+            if not getattr(result, "rowcount", 0):
+                raise NotFound(f"no such grant: {grant_id}")
+
+
+def _check_target(target: str) -> str:
+    target = target.strip() if isinstance(target, str) else ""
+    if not target:
+        raise InvalidInput("a grant needs a target (a container name glob such as 'web*' or '*')")
+    if not target.isprintable() or any(c.isspace() for c in target) or "/" in target:
+        raise InvalidInput(f"invalid target glob {target!r}")
+    return target
+
+
+def _check_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    pairs = labels.items() if isinstance(labels, Mapping) else labels
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not key or not key.isprintable() or "=" in key:
+            raise InvalidInput(f"invalid label key {key!r}")
+        if not isinstance(value, str) or not value.isprintable():
+            raise InvalidInput(f"invalid label value for {key!r}")
+        if key in out and out[key] != value:
+            raise InvalidInput(f"label {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _check_rights(rights: str | Iterable[str]) -> str:
+    text = rights if isinstance(rights, str) else ",".join(rights)
+    try:
+        parsed = parse_rights(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return ",".join(sorted(parsed))
+
+
+def _check_logins(logins: Sequence[str]) -> str:
+    out: list[str] = []
+    for login in logins:
+        login = login.strip()
+        if not login:
+            continue
+        if login != ANY_LOGIN and not LOGIN_RE.fullmatch(login):
+            raise InvalidInput(f"invalid login {login!r} (a user name, uid[:gid], or '*')")
+        if login not in out:
+            out.append(login)
+    return ",".join(out)
+
+
+def _check_paths(paths: Sequence[str]) -> str:
+    out: list[str] = []
+    for path in paths:
+        if not path.startswith("/"):
+            raise InvalidInput(f"path {path!r} must be absolute (start with '/')")
+        if "\n" in path or "\0" in path or not path.isprintable():
+            raise InvalidInput(f"invalid path {path!r}")
+        norm = normalize_prefix(path)
+        if norm not in out:
+            out.append(norm)
+    return "\n".join(out)
