@@ -2,6 +2,7 @@
 
 A grant gives a subject (a user or a group) some rights on the containers its target selects
 (a name glob and, optionally, labels that must all match), as some logins inside the container.
+:func:`check_grant` says whether a new grant may be stored (and in which normalized form).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+
+from gateway.errors import InvalidInput
+from gateway.routing import LOGIN_RE
 
 ANY_LOGIN = "*"
 
@@ -320,3 +324,101 @@ def parse_rights(text: str) -> frozenset[str]:
     if not rights:
         raise ValueError("no rights given")
     return frozenset(rights)
+
+
+# Grant validation: what may be stored ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GrantSpec:
+    """A new grant, validated and normalized (what :func:`check_grant` returns)."""
+
+    user: str | None
+    group: str | None
+    target: str
+    labels: tuple[tuple[str, str], ...]  # in the order given, each key once
+    rights: frozenset[str]
+    logins: tuple[str, ...]  # in the order given (the first is the default), each once
+    paths: tuple[str, ...]  # normalized absolute prefixes, each once
+
+
+def check_grant(
+    *,
+    user: str | None = None,
+    group: str | None = None,
+    target: str,
+    labels: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    rights: str | Iterable[str],
+    logins: Sequence[str] = (),
+    paths: Sequence[str] = (),
+) -> GrantSpec:
+    """Validate a new grant for exactly one of ``user`` / ``group``; raise
+    :class:`~gateway.errors.InvalidInput` with a message for people otherwise."""
+    if (user is None) == (group is None):
+        raise InvalidInput("a grant needs exactly one subject: a user or a group")
+    return GrantSpec(
+        user=user,
+        group=group,
+        target=check_target(target),
+        labels=tuple(check_labels(labels).items()),
+        rights=check_rights(rights),
+        logins=check_logins(logins),
+        paths=check_paths(paths),
+    )
+
+
+def check_target(target: str) -> str:
+    target = target.strip() if isinstance(target, str) else ""
+    if not target:
+        raise InvalidInput("a grant needs a target (a container name glob such as 'web*' or '*')")
+    if not target.isprintable() or any(c.isspace() for c in target) or "/" in target:
+        raise InvalidInput(f"invalid target glob {target!r}")
+    return target
+
+
+def check_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    pairs = labels.items() if isinstance(labels, Mapping) else labels
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(key, str) or not key or not key.isprintable() or "=" in key:
+            raise InvalidInput(f"invalid label key {key!r}")
+        if not isinstance(value, str) or not value.isprintable():
+            raise InvalidInput(f"invalid label value for {key!r}")
+        if key in out and out[key] != value:
+            raise InvalidInput(f"label {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def check_rights(rights: str | Iterable[str]) -> frozenset[str]:
+    text = rights if isinstance(rights, str) else ",".join(rights)
+    try:
+        return parse_rights(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def check_logins(logins: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for login in logins:
+        login = login.strip()
+        if not login:
+            continue
+        if login != ANY_LOGIN and not LOGIN_RE.fullmatch(login):
+            raise InvalidInput(f"invalid login {login!r} (a user name, uid[:gid], or '*')")
+        if login not in out:
+            out.append(login)
+    return tuple(out)
+
+
+def check_paths(paths: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for path in paths:
+        if not path.startswith("/"):
+            raise InvalidInput(f"path {path!r} must be absolute (start with '/')")
+        if "\n" in path or "\0" in path or not path.isprintable():
+            raise InvalidInput(f"invalid path {path!r}")
+        norm = normalize_prefix(path)
+        if norm not in out:
+            out.append(norm)
+    return tuple(out)

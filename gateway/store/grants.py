@@ -10,9 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.errors import InvalidInput, NotFound
-from gateway.policy import ANY_LOGIN, Grant, normalize_prefix, parse_rights
-from gateway.routing import LOGIN_RE
+from gateway.errors import NotFound
+from gateway.policy import Grant, check_grant
 from gateway.store.db import Database
 from gateway.store.models import GrantRow, Group, GroupMember, User, as_utc
 
@@ -104,24 +103,26 @@ class GrantsRepo(Database):
         record: bool = True,
     ) -> int:
         """Add a grant for exactly one of ``user`` / ``group``; returns its id."""
-        if (user is None) == (group is None):
-            raise InvalidInput("a grant needs exactly one subject: a user or a group")
-        target = _check_target(target)
-        label_map = _check_labels(labels)
-        rights_text = _check_rights(rights)
-        logins_text = _check_logins(logins)
-        paths_text = _check_paths(paths)
+        spec = check_grant(
+            user=user,
+            group=group,
+            target=target,
+            labels=labels,
+            rights=rights,
+            logins=logins,
+            paths=paths,
+        )
         async with self._tx() as s:
             uid = await self._user_id(s, user) if user is not None else None
             gid = await self._group_id(s, group) if group is not None else None
             row = GrantRow(
                 user_id=uid,
                 group_id=gid,
-                target=target,
-                labels=label_map,
-                rights=rights_text,
-                logins=logins_text,
-                paths=paths_text,
+                target=spec.target,
+                labels=dict(spec.labels),
+                rights=",".join(sorted(spec.rights)),
+                logins=",".join(spec.logins),
+                paths="\n".join(spec.paths),
                 expires_at=as_utc(expires_at) if expires_at is not None else None,
                 record=record,
             )
@@ -147,61 +148,3 @@ class GrantsRepo(Database):
             result = await s.execute(sa.delete(GrantRow).where(GrantRow.id == grant_id))
             if not getattr(result, "rowcount", 0):
                 raise NotFound(f"no such grant: {grant_id}")
-
-
-def _check_target(target: str) -> str:
-    target = target.strip() if isinstance(target, str) else ""
-    if not target:
-        raise InvalidInput("a grant needs a target (a container name glob such as 'web*' or '*')")
-    if not target.isprintable() or any(c.isspace() for c in target) or "/" in target:
-        raise InvalidInput(f"invalid target glob {target!r}")
-    return target
-
-
-def _check_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-    pairs = labels.items() if isinstance(labels, Mapping) else labels
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        if not isinstance(key, str) or not key or not key.isprintable() or "=" in key:
-            raise InvalidInput(f"invalid label key {key!r}")
-        if not isinstance(value, str) or not value.isprintable():
-            raise InvalidInput(f"invalid label value for {key!r}")
-        if key in out and out[key] != value:
-            raise InvalidInput(f"label {key!r} given twice")
-        out[key] = value
-    return out
-
-
-def _check_rights(rights: str | Iterable[str]) -> str:
-    text = rights if isinstance(rights, str) else ",".join(rights)
-    try:
-        parsed = parse_rights(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    return ",".join(sorted(parsed))
-
-
-def _check_logins(logins: Sequence[str]) -> str:
-    out: list[str] = []
-    for login in logins:
-        login = login.strip()
-        if not login:
-            continue
-        if login != ANY_LOGIN and not LOGIN_RE.fullmatch(login):
-            raise InvalidInput(f"invalid login {login!r} (a user name, uid[:gid], or '*')")
-        if login not in out:
-            out.append(login)
-    return ",".join(out)
-
-
-def _check_paths(paths: Sequence[str]) -> str:
-    out: list[str] = []
-    for path in paths:
-        if not path.startswith("/"):
-            raise InvalidInput(f"path {path!r} must be absolute (start with '/')")
-        if "\n" in path or "\0" in path or not path.isprintable():
-            raise InvalidInput(f"invalid path {path!r}")
-        norm = normalize_prefix(path)
-        if norm not in out:
-            out.append(norm)
-    return "\n".join(out)
