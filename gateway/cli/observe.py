@@ -15,20 +15,15 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
 from gateway.cli.common import actor, open_store, parse_when, print_json, run, say, settings, table
 from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.store import Store
-from gateway.store.models import AuditEvent, SessionRow
+from gateway.store import AuditRecord, SessionRecord
 
-# The gateway's observability package (aiohttp, Docker client) is imported only by `replay`,
-# so every other command starts quickly.
-AUDIT = cast(sa.Table, AuditEvent.__table__)
-SESSIONS = cast(sa.Table, SessionRow.__table__)
+# The recordings module is imported only by `replay`, so every other command starts quickly.
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -107,23 +102,7 @@ def _detail_text(kind: str, detail: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-async def _resolve_session(store: Store, ref: str) -> sa.Row[Any]:
-    """A session row by full id or unique prefix (at least 4 characters)."""
-    ref = ref.strip().lower()
-    if not re.fullmatch(r"[0-9a-f-]{4,36}", ref):
-        raise InvalidInput(f"invalid session id {ref!r} (at least 4 hex digits)")
-    async with store.engine.connect() as conn:
-        rows = (
-            await conn.execute(sa.select(SESSIONS).where(SESSIONS.c.id.like(ref + "%")).limit(2))
-        ).all()
-    if not rows:
-        raise NotFound(f"no such session: {ref}")
-    if len(rows) > 1:
-        raise InvalidInput(f"session id prefix {ref!r} is ambiguous; give more digits")
-    return rows[0]
-
-
-def _session_status(row: Any) -> str:
+def _session_status(row: SessionRecord) -> str:
     if row.ended_at is None:
         return "killing" if row.kill_requested else "active"
     reason = row.end_reason or "ended"
@@ -134,13 +113,13 @@ def _session_status(row: Any) -> str:
     return f"{reason}, status {row.exit_status}"
 
 
-def _session_seconds(row: Any, now: datetime) -> float:
+def _session_seconds(row: SessionRecord, now: datetime) -> float:
     end: datetime = row.ended_at or now
     started: datetime = row.started_at
     return max(0.0, (end - started).total_seconds())
 
 
-def _session_json(row: Any, now: datetime) -> dict[str, Any]:
+def _session_json(row: SessionRecord, now: datetime) -> dict[str, Any]:
     return {
         "id": row.id,
         "user": row.user_name,
@@ -163,7 +142,7 @@ def _session_json(row: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def _event_json(row: Any) -> dict[str, Any]:
+def _event_json(row: AuditRecord) -> dict[str, Any]:
     return {
         "id": row.id,
         "ts": row.ts,
@@ -210,21 +189,16 @@ def audit_cmd(
     cfg = settings(ctx)
     since_at = parse_since(since) if since else None
 
-    async def go() -> list[Any]:
-        q = sa.select(AUDIT)
-        if since_at is not None:
-            q = q.where(AUDIT.c.ts >= since_at)
-        if user:
-            q = q.where(AUDIT.c.user_name == user)
-        if container:
-            q = q.where(AUDIT.c.container == container)
-        if kind:
-            q = q.where(sa.or_(AUDIT.c.kind == kind, AUDIT.c.kind.like(kind + ".%")))
-        if session:
-            q = q.where(AUDIT.c.session_id.like(session.lower() + "%"))
-        q = q.order_by(AUDIT.c.id.desc()).limit(limit + 1)
-        async with open_store(cfg) as store, store.engine.connect() as conn:
-            return list((await conn.execute(q)).all())
+    async def go() -> list[AuditRecord]:
+        async with open_store(cfg) as store:
+            return await store.audit_events(
+                since=since_at,
+                user=user,
+                container=container,
+                kind=kind,
+                session=session,
+                limit=limit + 1,
+            )
 
     rows = run(go())
     truncated = len(rows) > limit
@@ -273,15 +247,9 @@ def sessions_list(
         return
     cfg = settings(ctx)
 
-    async def go() -> list[Any]:
-        q = sa.select(SESSIONS)
-        if active:
-            q = q.where(SESSIONS.c.ended_at.is_(None))
-        if user:
-            q = q.where(SESSIONS.c.user_name == user)
-        q = q.order_by(SESSIONS.c.started_at.desc()).limit(limit)
-        async with open_store(cfg) as store, store.engine.connect() as conn:
-            return list((await conn.execute(q)).all())
+    async def go() -> list[SessionRecord]:
+        async with open_store(cfg) as store:
+            return await store.list_sessions(active=active, user=user, limit=limit)
 
     rows = list(reversed(run(go())))
     now = datetime.now(UTC)
@@ -333,19 +301,10 @@ def sessions_show(
     """Show one session and its audit events (file operations included)."""
     cfg = settings(ctx)
 
-    async def go() -> tuple[Any, list[Any]]:
+    async def go() -> tuple[SessionRecord, list[AuditRecord]]:
         async with open_store(cfg) as store:
-            row = await _resolve_session(store, session_id)
-            async with store.engine.connect() as conn:
-                events = (
-                    await conn.execute(
-                        sa.select(AUDIT)
-                        .where(AUDIT.c.session_id == row.id)
-                        .order_by(AUDIT.c.id)
-                        .limit(10_000)
-                    )
-                ).all()
-            return row, list(events)
+            row = await store.find_session(session_id)
+            return row, await store.session_events(row.id)
 
     row, events = run(go())
     now = datetime.now(UTC)
@@ -409,15 +368,10 @@ def sessions_kill(
 
     async def go() -> tuple[str, str]:
         async with open_store(cfg) as store:
-            row = await _resolve_session(store, session_id)
+            row = await store.find_session(session_id)
             if row.ended_at is not None:
                 raise Conflict(f"session {row.id} already ended ({_session_status(row)})")
-            async with store.engine.begin() as conn:
-                await conn.execute(
-                    SESSIONS.update()
-                    .where(SESSIONS.c.id == row.id, SESSIONS.c.ended_at.is_(None))
-                    .values(kill_requested=True)
-                )
+            await store.request_kill(row.id)
             await store.add_audit_event(
                 "admin",
                 actor=actor(),
@@ -428,10 +382,7 @@ def sessions_kill(
             )
             deadline = time.monotonic() + wait
             while True:
-                async with store.engine.connect() as conn:
-                    cur = (
-                        await conn.execute(sa.select(SESSIONS).where(SESSIONS.c.id == row.id))
-                    ).one()
+                cur = await store.get_session(row.id)
                 if cur.ended_at is not None:
                     return "ended", f"session {row.id} ended: {_session_status(cur)}"
                 if time.monotonic() >= deadline:
@@ -442,12 +393,7 @@ def sessions_kill(
                     f"kill requested, but no gateway has ended session {row.id} within "
                     f"{wait:g}s (is the gateway that runs it still up? --force marks it ended)"
                 )
-            async with store.engine.begin() as conn:
-                await conn.execute(
-                    SESSIONS.update()
-                    .where(SESSIONS.c.id == row.id, SESSIONS.c.ended_at.is_(None))
-                    .values(ended_at=datetime.now(UTC), end_reason="killed (forced)")
-                )
+            await store.force_end(row.id)
             return "forced", f"session {row.id} marked ended; no gateway answered"
 
     outcome, message = run(go())
@@ -481,9 +427,9 @@ def replay_cmd(
 
     cfg = settings(ctx)
 
-    async def go() -> Any:
+    async def go() -> SessionRecord:
         async with open_store(cfg) as store:
-            return await _resolve_session(store, session_id)
+            return await store.find_session(session_id)
 
     row = run(go())
     if not row.recording_path:

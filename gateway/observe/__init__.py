@@ -19,8 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from gateway.config import Settings
 from gateway.engines import DockerEngine
 from gateway.errors import GatewayError
@@ -724,10 +722,6 @@ class Observer:
     # Live sessions: kill requests and revocations arrive through the database --------------
 
     async def _kill_poller(self) -> None:
-        sessions = _audit.SESSIONS
-        query = sa.select(sessions.c.id).where(
-            sessions.c.kill_requested == sa.true(), sessions.c.ended_at.is_(None)
-        )
         while True:
             await asyncio.sleep(self.kill_poll_interval)
             if self._live:
@@ -743,8 +737,8 @@ class Observer:
             if not self._tracks or not self.audit_enabled:
                 continue
             try:
-                async with asyncio.timeout(5.0), self.store.engine.connect() as conn:
-                    ids = [row[0] for row in await conn.execute(query)]
+                async with asyncio.timeout(5.0):
+                    ids = await self.store.kill_requested()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

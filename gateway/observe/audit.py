@@ -7,6 +7,10 @@ failure and the recovery are logged once each and the ``sshgw_audit_*`` metrics 
 Only when the buffer is full are new records dropped — counted and logged, never silently. At
 shutdown whatever could not be written is spooled to a JSON-lines file in the data directory and
 loaded again at the next start.
+
+The SQL lives in the store (:mod:`gateway.store.audit`): :func:`~gateway.store.audit.write_records`
+writes a batch, and :func:`~gateway.store.audit.transient` tells an unreachable database (keep the
+records, retry) from one that refused them (find the bad record, drop it, count it).
 """
 
 from __future__ import annotations
@@ -21,22 +25,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
-
-import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.observe.metrics import Metrics
-from gateway.store.models import AuditEvent, SessionRow, as_utc, utcnow
+
+# The tables the trail is written to (for readers such as the tests), and how it is written.
+from gateway.store.audit import AUDIT as AUDIT
+from gateway.store.audit import SESSIONS as SESSIONS
+from gateway.store.audit import transient as _transient
+from gateway.store.audit import write_records
+from gateway.store.models import as_utc, utcnow
 
 if TYPE_CHECKING:
     from gateway.store import AuthUser
+    from gateway.store.audit import TrailEngine
 
 log = logging.getLogger(__name__)
-
-AUDIT = cast(sa.Table, AuditEvent.__table__)
-SESSIONS = cast(sa.Table, SessionRow.__table__)
 
 # Event kinds written to audit_events.kind.
 LOGIN = "login"
@@ -57,13 +61,15 @@ class StoreLike(Protocol):
     """What the observer needs from :class:`gateway.store.Store`."""
 
     @property
-    def engine(self) -> AsyncEngine: ...
+    def engine(self) -> TrailEngine: ...
 
     async def ping(self) -> None: ...
 
     async def auth_user(self, name: str) -> AuthUser | None: ...
 
     async def auth_users(self, names: Iterable[str]) -> dict[str, AuthUser]: ...
+
+    async def kill_requested(self) -> list[str]: ...
 
 
 @dataclass(slots=True)
@@ -117,42 +123,6 @@ def event(
             "detail": detail,
         },
     )
-
-
-def _transient(exc: BaseException) -> bool:
-    """True when the database is unreachable (retry later), False when it refused the data."""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-    return isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError)
-
-
-async def write_records(conn: AsyncConnection, records: Sequence[Record]) -> None:
-    """Write records in one go: session starts, then events, then session ends (a start always
-    comes before its end in the buffer, so this order keeps them consistent)."""
-    starts = [r.values for r in records if r.op == "session_start"]
-    events = [r.values for r in records if r.op == "event"]
-    ends = [r.values for r in records if r.op == "session_end"]
-    if starts:
-        await conn.execute(SESSIONS.insert(), starts)
-    if events:
-        await conn.execute(AUDIT.insert(), events)
-    if ends:
-        stmt = (
-            SESSIONS.update()
-            .where(SESSIONS.c.id == sa.bindparam("b_id"))
-            .values(
-                ended_at=sa.bindparam("b_ended_at"),
-                bytes_in=sa.bindparam("b_bytes_in"),
-                bytes_out=sa.bindparam("b_bytes_out"),
-                exit_status=sa.bindparam("b_exit_status"),
-                end_reason=sa.bindparam("b_end_reason"),
-            )
-        )
-        await conn.execute(stmt, [{f"b_{k}": v for k, v in e.items()} for e in ends])
 
 
 class AuditWriter:
@@ -243,8 +213,8 @@ class AuditWriter:
             self._done(len(batch))
 
     async def _write_batch(self, batch: Sequence[Record]) -> None:
-        async with asyncio.timeout(self._write_timeout), self._store.engine.begin() as conn:
-            await write_records(conn, batch)
+        async with asyncio.timeout(self._write_timeout):
+            await write_records(self._store.engine, batch)
 
     async def _write_one_by_one(self, batch: Sequence[Record]) -> None:
         for rec in batch:

@@ -1,8 +1,8 @@
-"""The gateway's database: users, keys, groups, grants and audit events.
+"""The gateway's database: users, keys, groups, grants, sessions and audit events.
 
 One :class:`Store` per process, over an async SQLAlchemy engine (aiosqlite or asyncpg). It is
 the repositories of the aggregates (:mod:`~gateway.store.users`, :mod:`~gateway.store.groups`,
-:mod:`~gateway.store.grants`, :mod:`~gateway.store.audit`) over one
+:mod:`~gateway.store.grants`, :mod:`~gateway.store.sessions`, :mod:`~gateway.store.audit`) over one
 :class:`~gateway.store.db.Database`, which maps every database failure to the project's errors.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 from gateway.store.audit import AuditRepo
 from gateway.store.grants import GrantsRepo
 from gateway.store.groups import GroupsRepo
+from gateway.store.sessions import SessionsRepo
 from gateway.store.users import UsersRepo
 
 
-class Store(UsersRepo, GroupsRepo, GrantsRepo, AuditRepo):
+class Store(UsersRepo, GroupsRepo, GrantsRepo, SessionsRepo, AuditRepo):
     """Async repository over the gateway's database."""
