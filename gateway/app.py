@@ -13,7 +13,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir, private_umask
 from gateway.engines import DockerEngine
-from gateway.errors import EngineUnavailable, GatewayError, StoreUnavailable
+from gateway.errors import EngineUnavailable, GatewayError
 from gateway.observe import Observer
 from gateway.observe.logs import setup_logging
 from gateway.ssh.hostkeys import ensure_host_keys
@@ -45,12 +45,7 @@ def run(settings: Settings) -> int:
 async def _prepare_store(settings: Settings) -> Store:
     store = Store.from_url(settings.effective_database_url)
     try:
-        if settings.effective_database_url.startswith("sqlite"):
-            await store.upgrade()
-        elif not await store.is_current():
-            raise StoreUnavailable(
-                "the database schema is missing or old; run `sshgw db upgrade` first"
-            )
+        await store.ensure_schema()
     except BaseException:
         await store.close()
         raise

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from gateway.config import Settings, load_settings
 from gateway.datadir import prepare_data_dir
-from gateway.errors import InvalidInput, StoreUnavailable
+from gateway.errors import InvalidInput
 from gateway.safetext import json_terminal_safe, literal
 from gateway.store import Store
 
@@ -83,26 +83,10 @@ async def open_store(cfg: Settings) -> AsyncIterator[Store]:
     prepare_data_dir(cfg, create=False)
     store = Store.from_url(cfg.effective_database_url)
     try:
-        await ensure_schema(store)
+        await store.ensure_schema()
         yield store
     finally:
         await store.close()
-
-
-async def ensure_schema(store: Store) -> None:
-    schema = await store.schema_state()
-    if schema == "current":
-        return
-    if schema == "unknown":
-        raise StoreUnavailable(
-            f"the database {store.url} has a schema revision this sshgw does not know "
-            "(made by a newer version?)"
-        )
-    if store.dialect == "sqlite":
-        await store.upgrade()
-        return
-    what = "has no sshgw schema yet" if schema == "empty" else "has an older sshgw schema"
-    raise StoreUnavailable(f"the database {store.url} {what}; run `sshgw db upgrade` first")
 
 
 def actor() -> str:

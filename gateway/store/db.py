@@ -307,6 +307,26 @@ class Database:
     async def is_current(self) -> bool:
         return await self.schema_state() == "current"
 
+    async def ensure_schema(self) -> None:
+        """Make sure the schema is current before the store is used (the gateway's start and
+        every CLI command): an empty or older SQLite database is upgraded on the spot;
+        PostgreSQL must be upgraded explicitly with ``sshgw db upgrade``."""
+        schema = await self.schema_state()
+        if schema == "current":
+            return
+        if schema == "unknown":
+            raise StoreUnavailable(
+                f"the database {self._safe_url} has a schema revision this sshgw does not know "
+                "(made by a newer version?)"
+            )
+        if self.dialect == "sqlite":
+            await self.upgrade()
+            return
+        what = "has no sshgw schema yet" if schema == "empty" else "has an older sshgw schema"
+        raise StoreUnavailable(
+            f"the database {self._safe_url} {what}; run `sshgw db upgrade` first"
+        )
+
     async def close(self) -> None:
         await self.engine.dispose()
 
