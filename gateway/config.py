@@ -171,8 +171,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = _CONFIG_FILE or os.environ.get("SSHGW_CONFIG")
-        if toml_path:
+        # The file given to load_settings (bound to the class it made), else SSHGW_CONFIG.
+        toml_path = settings_cls.model_config.get("toml_file") or os.environ.get("SSHGW_CONFIG")
+        if isinstance(toml_path, str | Path):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
 
@@ -205,21 +206,28 @@ class Settings(BaseSettings):
         return self.motd
 
 
-_CONFIG_FILE: str | None = None
+def _with_file(path: Path) -> type[Settings]:
+    """:class:`Settings` that read ``path`` (instead of ``SSHGW_CONFIG``) below the environment."""
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    FileSettings.__name__ = FileSettings.__qualname__ = "Settings"
+    return FileSettings
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Load settings; ``overrides`` (from flags) win over everything else."""
-    global _CONFIG_FILE
+    cls = Settings
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise InvalidInput(f"config file not found: {path}")
-        _CONFIG_FILE = str(path)
+        cls = _with_file(path)
     elif os.environ.get("SSHGW_CONFIG") and not Path(os.environ["SSHGW_CONFIG"]).is_file():
         raise InvalidInput(f"config file not found: {os.environ['SSHGW_CONFIG']}")
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**clean)
+        return cls(**clean)
     except Exception as exc:  # pydantic ValidationError: show it as one clear error
         raise InvalidInput(f"invalid configuration: {exc}") from None
