@@ -1,0 +1,755 @@
+"""The :class:`Observer`: one per gateway, told everything that happens.
+
+The SSH server reports what happens through one :class:`Observer`. Every method it calls on the
+data path is synchronous, O(1) and never raises: metric updates are in-memory, audit records go
+into a bounded buffer that one task batch-writes to the database, and recordings are appended to
+a buffered file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Settings
+from gateway.engines import DockerEngine
+from gateway.errors import GatewayError
+from gateway.observe import audit as _audit
+from gateway.observe.audit import AuditWriter, StoreLike
+from gateway.observe.http import HttpListener
+from gateway.observe.metrics import Metrics
+from gateway.observe.recorder import Recorder, RecordingStopped, convert_orphans
+from gateway.observe.revoke import REVOKED, LiveConn, revocation
+from gateway.store import AuthUser
+from gateway.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "KILL_MESSAGE",
+    "REVOKED",
+    "LiveConn",
+    "Observer",
+    "SessionInfo",
+    "SessionTrack",
+]
+
+# What a user sees when an administrator ends the session (`sshgw sessions kill ID`).
+KILL_MESSAGE = "sshgw: this session was ended by an administrator"
+
+_DENY_REASONS = frozenset(
+    {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}
+)
+_END_RESULTS = frozenset(
+    {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
+)
+_RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
+_AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
+_STARTUP_REASONS = frozenset({"startups", "per_source"})
+_CHANNEL_REASONS = frozenset({"max_sessions"})
+
+
+def _label(value: str, allowed: frozenset[str], other: str = "other") -> str:
+    return value if value in allowed else other
+
+
+def _short(value: str, limit: int = 32) -> str:
+    return value[:limit] if value else "unknown"
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    id: str  # uuid4 hex, made by the caller
+    conn_id: str
+    user: str
+    container: str | None  # None for the 'list' kind
+    container_id: str | None
+    login: str | None
+    kind: str  # shell | exec | sftp | scp | list
+    command: str | None
+    remote: str  # "ip:port"
+    pty: bool
+    term: str | None
+    cols: int
+    rows: int
+    record: bool  # the deciding grant allows recording
+    connected_at: float  # time.monotonic() at TCP accept
+
+
+class SessionTrack:
+    """One running session as the observer sees it. Every method is cheap and never raises."""
+
+    def __init__(self, observer: Observer, info: SessionInfo, recorder: Recorder | None) -> None:
+        self.info = info
+        self.killed = asyncio.Event()
+        # What an end for "killed" is recorded as: an administrator's kill, or a revocation.
+        self.kill_reason = "killed"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.exit_status: int | None = None
+        self.end_reason: str | None = None
+        self.started_at: datetime = utcnow()
+        self.recorder = recorder
+        self._recording_path = recorder.path if recorder is not None else None
+        self._obs = observer
+        self._t0 = time.monotonic()
+        self._first_byte = False
+        self._ended = False
+        m = observer.metrics
+        labels = m.kind_labels(info.kind, info.container)
+        self._labels = labels
+        self._m_in = m.bytes_to_container.labels(**labels)
+        self._m_out = m.bytes_from_container.labels(**labels)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def recording_path(self) -> Path | None:
+        return self._recording_path
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def kill(self, reason: str = "killed") -> None:
+        """Ask the session to end (it ends its process, tells the user and closes)."""
+        if not self.killed.is_set():
+            self.kill_reason = reason
+            self.killed.set()
+
+    def to_container(self, n: int) -> None:
+        if n > 0:
+            self.bytes_in += n
+            self._m_in.inc(n)
+
+    def from_container(self, data: bytes) -> None:
+        n = len(data)
+        if not n:
+            return
+        self.bytes_out += n
+        self._m_out.inc(n)
+        if not self._first_byte:
+            self._first_byte = True
+            self._obs.metrics.first_byte.labels(**self._labels).observe(
+                max(0.0, time.monotonic() - self.info.connected_at)
+            )
+        if self.recorder is not None:
+            try:
+                self.recorder.output(data)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def input(self, data: bytes) -> None:
+        if self.recorder is not None and self.recorder.record_input:
+            try:
+                self.recorder.input(data)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.resize(cols, rows)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def file_op(self, op: str, path: str, nbytes: int, result: str, seconds: float) -> None:
+        try:
+            m = self._obs.metrics
+            op_l = _short(op)
+            m.sftp_ops.labels(op=op_l, result=_short(result, 16)).inc()
+            m.sftp_seconds.labels(op=op_l).observe(max(0.0, seconds))
+            i = self.info
+            self._obs.submit(
+                _audit.event(
+                    _audit.FILE,
+                    user=i.user,
+                    container=i.container,
+                    remote=i.remote,
+                    session_id=i.id,
+                    op=op,
+                    path=path,
+                    bytes=nbytes,
+                    result=result,
+                    seconds=round(seconds, 6),
+                    via=i.kind,
+                )
+            )
+        except Exception:  # never into the data path
+            log.exception("file_op bookkeeping failed")
+
+    def end(self, exit_status: int | None, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._end(exit_status, reason)
+        except Exception:
+            log.exception("session end bookkeeping failed")
+
+    def _end(self, exit_status: int | None, reason: str) -> None:
+        if reason == "killed":
+            reason = self.kill_reason
+        self.exit_status = exit_status
+        self.end_reason = reason
+        duration = max(0.0, time.monotonic() - self._t0)
+        m = self._obs.metrics
+        m.sessions_ended.labels(**self._labels, result=_label(reason, _END_RESULTS)).inc()
+        m.sessions_active.labels(**self._labels).dec()
+        m.session_duration.labels(**self._labels).observe(duration)
+        if self.recorder is not None:
+            rec, self.recorder = self.recorder, None
+            try:
+                rec.close()
+            except (OSError, ValueError) as exc:
+                self._obs.metrics.recording_errors.inc()
+                log.error("session recording incomplete: %s", exc)
+            self._obs.convert_later(rec)
+        ended_at = utcnow()
+        i = self.info
+        self._obs.session_ended(self)
+        self._obs.submit(
+            _audit.Record(
+                "session_end",
+                {
+                    "id": i.id,
+                    "ended_at": ended_at,
+                    "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out,
+                    "exit_status": exit_status,
+                    "end_reason": reason,
+                },
+            )
+        )
+        self._obs.submit(
+            _audit.event(
+                _audit.SESSION_END,
+                user=i.user,
+                container=i.container,
+                remote=i.remote,
+                session_id=i.id,
+                kind=i.kind,
+                login=i.login,
+                command=i.command,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                exit_status=exit_status,
+                reason=reason,
+                duration=round(duration, 3),
+            )
+        )
+        log.info(
+            "session ended: %s %s@%s status=%s reason=%s in=%d out=%d %.1fs",
+            i.kind,
+            i.user,
+            i.container or "-",
+            exit_status,
+            reason,
+            self.bytes_in,
+            self.bytes_out,
+            duration,
+        )
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        """The recording ends here (the session goes on): an error, low disk space, or the size
+        cap. Counted as a recording error unless it is the size cap; audited either way."""
+        rec, self.recorder = self.recorder, None
+        if isinstance(exc, RecordingStopped) and not exc.low_disk:
+            log.warning("session recording stopped: %s (the session goes on)", exc)
+        else:
+            self._obs.metrics.recording_errors.inc()
+            log.error("session recording stopped: %s", exc)
+        i = self.info
+        self._obs.submit(
+            _audit.event(
+                _audit.RECORDING_STOPPED,
+                user=i.user,
+                container=i.container,
+                remote=i.remote,
+                session_id=i.id,
+                reason=str(exc),
+                recording=str(self._recording_path) if self._recording_path else None,
+            )
+        )
+        if rec is not None:
+            with contextlib.suppress(OSError, ValueError):
+                rec.close()
+            self._obs.convert_later(rec)  # keep what was recorded until then
+
+
+class Observer:
+    """Metrics, audit trail, recordings, health listener and the kill poller of one gateway."""
+
+    kill_poll_interval = 1.0
+    # Seconds between the end of a session and writing its asciicast file.
+    convert_delay = 0.5
+
+    def __init__(self, settings: Settings, store: StoreLike, engine: DockerEngine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.metrics = Metrics(container_label=settings.metrics_container_label)
+        self.audit_enabled = settings.audit
+        self.writer = AuditWriter(
+            store,
+            self.metrics,
+            spool_path=settings.data_dir / "audit-spool.jsonl",
+        )
+        host, port = settings.metrics_address
+        self.http = HttpListener(host, port, self._exposition, self.check_ready)
+        self._tracks: dict[str, SessionTrack] = {}
+        self._conns: set[str] = set()
+        self._live: dict[str, LiveConn] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conversions: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._ready_cache: tuple[float, list[str]] | None = None
+        self._pid = os.getpid()
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.http.start()
+        self._started = True
+        self._track_conversion(asyncio.to_thread(self._convert_orphans))
+        if self.audit_enabled:
+            self.writer.load_spool()
+            self._tasks.append(asyncio.create_task(self.writer.run(), name="sshgw-audit-writer"))
+        self._tasks.append(asyncio.create_task(self._kill_poller(), name="sshgw-kill-poller"))
+
+    async def stop(self) -> None:
+        for track in list(self._tracks.values()):
+            track.end(None, "shutdown")
+        if self._conversions:
+            await asyncio.wait(set(self._conversions), timeout=60.0)
+        if self.audit_enabled and self._started and not await self.writer.flush(timeout=5.0):
+            log.warning("audit: database did not take all records before shutdown")
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("observer task %s failed", t.get_name())
+        if self.audit_enabled:
+            self.writer.spool()
+        await self.http.stop()
+        self._started = False
+
+    @property
+    def metrics_port(self) -> int:
+        return self.http.port
+
+    # Connections and authentication ------------------------------------------------------------
+
+    def connection_opened(self, conn_id: str, remote: str) -> None:
+        if conn_id in self._conns:
+            return
+        self._conns.add(conn_id)
+        self.metrics.connections_opened.inc()
+        self.metrics.connections_open.set(len(self._conns))
+
+    def connection_authenticated(
+        self,
+        conn_id: str,
+        user: str,
+        remote: str,
+        method: str,
+        close: Callable[[], None],
+        *,
+        key: str | None = None,
+        password_hash: str | None = None,
+    ) -> None:
+        """Remember what the connection authenticated with: it is re-checked while it lives."""
+        if conn_id in self._conns:
+            self._live[conn_id] = LiveConn(conn_id, user, remote, method, key, password_hash, close)
+
+    def connection_closed(self, conn_id: str) -> None:
+        self._live.pop(conn_id, None)
+        if conn_id not in self._conns:
+            return
+        self._conns.discard(conn_id)
+        self.metrics.connections_open.set(len(self._conns))
+
+    def handshake_failed(self, remote: str, reason: str) -> None:
+        self.metrics.handshake_failures.inc()
+        log.info("handshake failed from %s: %s", remote, reason)
+
+    def auth_attempt(
+        self,
+        method: str,
+        ok: bool,
+        user: str | None,
+        remote: str,
+        reason: str = "",
+        *,
+        audit: bool = True,
+    ) -> None:
+        """One authentication attempt: always counted; an audit event unless ``audit`` is
+        False (failures are then written by :meth:`login_failed`, summed)."""
+        result = "success" if ok else "failure"
+        self.metrics.auth_attempts.labels(method=_label(method, _AUTH_METHODS), result=result).inc()
+        if not audit:
+            return
+        self.submit(
+            _audit.event(
+                _audit.LOGIN,
+                user=user,
+                remote=remote,
+                method=method,
+                result=result,
+                reason=reason or None,
+            )
+        )
+
+    def login_failed(
+        self,
+        user: str | None,
+        remote: str,
+        method: str,
+        reason: str,
+        count: int = 1,
+        **detail: Any,
+    ) -> None:
+        """One audit event for ``count`` failed attempts (their metrics were counted already)."""
+        self.submit(
+            _audit.event(
+                _audit.LOGIN,
+                user=user,
+                remote=remote,
+                method=method,
+                result="failure",
+                reason=reason or None,
+                count=count,
+                **detail,
+            )
+        )
+
+    # Limits for unauthenticated peers and channels (gateway.ssh.limits) -------------------
+
+    def startup_refused(self, reason: str) -> None:
+        self.metrics.startups_refused.labels(reason=_label(reason, _STARTUP_REASONS)).inc()
+
+    def unauthenticated(self, count: int) -> None:
+        self.metrics.unauthenticated.set(count)
+
+    def auth_throttled(self) -> None:
+        self.metrics.auth_throttled.inc()
+
+    def auth_too_many(self) -> None:
+        self.metrics.auth_too_many.inc()
+
+    def password_checks_waiting(self, count: int) -> None:
+        self.metrics.password_checks_waiting.set(count)
+
+    def channel_refused(self, reason: str) -> None:
+        self.metrics.channels_refused.labels(reason=_label(reason, _CHANNEL_REASONS)).inc()
+
+    def access_denied(
+        self, reason: str, user: str, container: str | None, right: str, remote: str
+    ) -> None:
+        m = self.metrics
+        m.access_denied.labels(reason=_label(reason, _DENY_REASONS)).inc()
+        kind = _RIGHT_KIND.get(right, "other")
+        m.sessions_started.labels(**m.kind_labels(kind, container), result="denied").inc()
+        self.submit(
+            _audit.event(
+                _audit.DENIED,
+                user=user,
+                container=container,
+                remote=remote,
+                reason=reason,
+                right=right,
+            )
+        )
+        log.info("access denied: %s -> %s (%s, %s)", user, container or "-", right, reason)
+
+    def docker_error(self, op: str) -> None:
+        self.metrics.docker_errors.labels(op=_short(op)).inc()
+
+    def exec_started(self, seconds: float) -> None:
+        self.metrics.exec_start.observe(max(0.0, seconds))
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def session_started(self, info: SessionInfo) -> SessionTrack:
+        recorder = None
+        if info.pty and info.record and self.settings.recording and info.kind in ("shell", "exec"):
+            recorder = self._open_recorder(info)
+        track = SessionTrack(self, info, recorder)
+        m = self.metrics
+        labels = m.kind_labels(info.kind, info.container)
+        m.sessions_started.labels(**labels, result="ok").inc()
+        m.sessions_active.labels(**labels).inc()
+        self._tracks[info.id] = track
+        self.submit(
+            _audit.Record(
+                "session_start",
+                {
+                    "id": info.id,
+                    "user_name": info.user,
+                    "container": info.container or "",
+                    "container_id": info.container_id,
+                    "login": info.login,
+                    "kind": info.kind,
+                    "command": info.command,
+                    "remote_addr": info.remote,
+                    "started_at": track.started_at,
+                    "recording_path": str(recorder.path) if recorder else None,
+                    "kill_requested": False,
+                    "gateway_pid": self._pid,
+                },
+            )
+        )
+        self.submit(
+            _audit.event(
+                _audit.SESSION_START,
+                user=info.user,
+                container=info.container,
+                remote=info.remote,
+                session_id=info.id,
+                kind=info.kind,
+                login=info.login,
+                command=info.command,
+                pty=info.pty,
+                recording=str(recorder.path) if recorder else None,
+            )
+        )
+        if recorder is not None and recorder.stopped is not None:  # no room from the start
+            track._recording_failed(recorder.stopped)
+        log.info(
+            "session started: %s %s@%s login=%s%s",
+            info.kind,
+            info.user,
+            info.container or "-",
+            info.login or "-",
+            " (recorded)" if recorder else "",
+        )
+        return track
+
+    def _open_recorder(self, info: SessionInfo) -> Recorder | None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        path = self.settings.effective_recordings_dir / day / f"{info.id}.cast"
+        title = f"{info.user}+{info.container}" + (f"+{info.login}" if info.login else "")
+        if info.command:
+            title += f": {info.command}"
+        try:
+            rec = Recorder(
+                path,
+                cols=info.cols,
+                rows=info.rows,
+                term=info.term,
+                title=title,
+                record_input=self.settings.record_input,
+                max_bytes=self.settings.recording_max_bytes,
+                min_free=self.settings.recording_min_free,
+            )
+        except OSError as exc:
+            self.metrics.recording_errors.inc()
+            log.error("cannot start session recording at %s: %s", path, exc)
+            return None
+        self.metrics.recordings_started.inc()
+        return rec
+
+    # Recordings: the spool becomes an asciicast file in a worker thread -------------------
+
+    def convert_later(self, rec: Recorder) -> None:
+        """Write the asciicast file of a finished recording off the event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): do it now
+            self._convert(rec)
+            return
+        self._track_conversion(self._convert_soon(rec))
+
+    async def _convert_soon(self, rec: Recorder) -> None:
+        # Let the session finish closing first: the conversion competes for the interpreter.
+        await asyncio.sleep(self.convert_delay)
+        await asyncio.to_thread(self._convert, rec)
+
+    def _track_conversion(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="sshgw-recording")
+        self._conversions.add(task)
+        task.add_done_callback(self._conversions.discard)
+
+    def _convert(self, rec: Recorder) -> None:
+        try:
+            rec.convert()
+        except (OSError, ValueError) as exc:
+            self.metrics.recording_errors.inc()
+            log.error("cannot write recording %s: %s", rec.path, exc)
+
+    def _convert_orphans(self) -> None:
+        try:
+            done = convert_orphans(
+                self.settings.effective_recordings_dir, self.settings.recording_max_bytes
+            )
+        except (OSError, ValueError) as exc:
+            self.metrics.recording_errors.inc()
+            log.error("cannot convert recordings left by an earlier run: %s", exc)
+            return
+        if done:
+            log.info("converted %d recordings left by an earlier run", len(done))
+
+    def session_ended(self, track: SessionTrack) -> None:
+        self._tracks.pop(track.id, None)
+
+    @property
+    def active_sessions(self) -> list[SessionTrack]:
+        return list(self._tracks.values())
+
+    def submit(self, record: _audit.Record) -> None:
+        if self.audit_enabled:
+            self.writer.submit(record)
+
+    # Health ---------------------------------------------------------------------------------
+
+    async def check_ready(self) -> list[str]:
+        """Problems that make the gateway not ready (empty list: ready). Cached for 1 s."""
+        now = time.monotonic()
+        if self._ready_cache is not None and now - self._ready_cache[0] < 1.0:
+            return self._ready_cache[1]
+        db, docker = await asyncio.gather(
+            self._probe("database", self.store.ping), self._probe("docker", self.engine.ping)
+        )
+        problems = [p for p in (db, docker) if p]
+        m = self.metrics
+        m.dependency_up.labels(dependency="database").set(0 if db else 1)
+        m.dependency_up.labels(dependency="docker").set(0 if docker else 1)
+        m.ready.set(0 if problems else 1)
+        self._ready_cache = (time.monotonic(), problems)
+        return problems
+
+    async def _probe(self, name: str, ping: Any) -> str:
+        try:
+            async with asyncio.timeout(3.0):
+                await ping()
+        except TimeoutError:
+            return f"{name}: no answer within 3 s"
+        except GatewayError as exc:
+            return f"{name}: {exc.user_message}"
+        except Exception as exc:
+            return f"{name}: {exc.__class__.__name__}"
+        return ""
+
+    async def _exposition(self) -> bytes:
+        await self.check_ready()
+        return self.metrics.exposition()
+
+    # Revocation: what a live connection authenticated with must stay valid ------------------
+
+    async def recheck(self, conn_id: str, user: str) -> str | None:
+        """Re-read the connection's user and credential; revoke it and say why when invalid.
+
+        Called for every new channel. Raises :class:`StoreUnavailable` when the database
+        cannot answer (the channel is then refused: nothing is granted unchecked).
+        """
+        live = self._live.get(conn_id)
+        if live is None:
+            # Not registered as authenticated (or already closed): nothing vouches for it.
+            return "connection not authenticated"
+        if live.revoked is not None:
+            return live.revoked
+        current = await self.store.auth_user(user)
+        reason = revocation(live, current)
+        if reason is not None:
+            self.revoke(conn_id, reason)
+        return reason
+
+    def revoke(self, conn_id: str, reason: str) -> None:
+        """End the connection: its sessions end (reason "revoked"), then it is closed."""
+        live = self._live.get(conn_id)
+        if live is None or live.revoked is not None:
+            return
+        live.revoked = reason
+        tracks = [t for t in self._tracks.values() if t.info.conn_id == conn_id]
+        log.warning(
+            "conn %s: %s's access revoked (%s); ending %d session(s) and the connection",
+            conn_id,
+            live.user,
+            reason,
+            len(tracks),
+        )
+        self.submit(
+            _audit.event(
+                _audit.REVOKED,
+                user=live.user,
+                remote=live.remote,
+                reason=reason,
+                conn=conn_id,
+                method=live.method,
+                key=live.key,
+                sessions=[t.id for t in tracks],
+            )
+        )
+        for t in tracks:
+            t.kill(REVOKED)
+        self._track_conversion(self._close_after(live, tracks))
+
+    async def _close_after(self, live: LiveConn, tracks: list[SessionTrack]) -> None:
+        # The sessions end their processes and tell the user first; then the connection goes.
+        deadline = time.monotonic() + self.settings.kill_grace + 3.0
+        while any(not t.ended for t in tracks) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        try:
+            live.close()
+        except Exception as exc:
+            log.debug("closing revoked connection %s: %r", live.conn_id, exc)
+
+    def _revocations(self, users: dict[str, AuthUser]) -> None:
+        now = utcnow()
+        for live in list(self._live.values()):
+            if live.revoked is None:
+                reason = revocation(live, users.get(live.user), now)
+                if reason is not None:
+                    self.revoke(live.conn_id, reason)
+
+    # Live sessions: kill requests and revocations arrive through the database --------------
+
+    async def _kill_poller(self) -> None:
+        while True:
+            await asyncio.sleep(self.kill_poll_interval)
+            if self._live:
+                try:
+                    async with asyncio.timeout(5.0):
+                        users = await self.store.auth_users(_names(self._live.values()))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("revocation poller: %s", exc.__class__.__name__)
+                else:
+                    self._revocations(users)
+            if not self._tracks or not self.audit_enabled:
+                continue
+            try:
+                async with asyncio.timeout(5.0):
+                    ids = await self.store.kill_requested()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("kill poller: %s", exc.__class__.__name__)
+                continue
+            for sid in ids:
+                track = self._tracks.get(sid)
+                if track is not None and not track.killed.is_set():
+                    log.warning("session %s: ended on administrator request", sid)
+                    track.kill()
+
+
+def _names(conns: Iterable[LiveConn]) -> set[str]:
+    return {c.user for c in conns if c.revoked is None}
