@@ -42,6 +42,7 @@ from gateway.policy import (
 )
 from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
+from gateway.ssh.context import SessionContext
 from gateway.ssh.pacing import EnvBudget, EventQueueCap, TokenBucket
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
@@ -55,7 +56,8 @@ from gateway.ssh.wrapper import (
 
 if TYPE_CHECKING:
     from gateway.sftp.server import ContainerSFTPServer
-    from gateway.ssh.server import Gateway, GatewayConnection, Identity
+    from gateway.ssh.context import Gateway, Identity
+    from gateway.ssh.server import GatewayConnection
 
 log = logging.getLogger(__name__)
 
@@ -376,15 +378,14 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         login = decision.login or container.user or "root"
         info = self._info(ident, kind, container, login, command, pty, decision.record)
         track = self.gw.observer.session_started(info)
+        ctx = SessionContext(
+            ident, kind, command, container, login, decision, track, pty, stdin, stdout, stderr
+        )
         try:
             if kind in ("sftp", "scp"):
-                status = await self._files(
-                    ident, kind, command, container, login, decision, track, stdin, stdout, stderr
-                )
+                status = await self._files(ctx)
             else:
-                status = await self._exec(
-                    kind, command, pty, container, decision, track, stdin, stdout, stderr
-                )
+                status = await self._exec(ctx)
         except GatewayError as exc:
             track.end(exc.exit_status, "error")
             raise
@@ -395,24 +396,14 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     # SFTP and SCP ----------------------------------------------------------------------------
 
-    async def _files(
-        self,
-        ident: Identity,
-        kind: str,
-        command: str | None,
-        container: Container,
-        login: str,
-        decision: Decision,
-        track: SessionTrack,
-        stdin: asyncssh.SSHReader[bytes],
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
-    ) -> int:
+    async def _files(self, ctx: SessionContext) -> int:
         from asyncssh.scp import run_scp_server
 
         from gateway.sftp import FileAccess, FileOp
         from gateway.sftp.server import ContainerSFTPServer, run_sftp_server
 
+        ident, container, decision, track = ctx.ident, ctx.container, ctx.decision, ctx.track
+        stdin, stdout, stderr = ctx.stdin, ctx.stdout, ctx.stderr
         # Writing is decided for the session's own login, and its paths come from write grants.
         write = decide_as(
             Subject(ident.user, ident.groups),
@@ -428,7 +419,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         fa = FileAccess(
             engine=self.gw.engine,
             container=container,
-            login=login,
+            login=ctx.login,
             writable=write.allowed,
             paths=decision.paths,
             write_paths=write.paths if write.allowed else decision.paths,
@@ -436,7 +427,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             max_handles=self.gw.settings.max_sftp_handles,
         )
         server = ContainerSFTPServer(fa, self.chan)
-        if kind == "sftp":
+        if ctx.kind == "sftp":
             work: Awaitable[None] = run_sftp_server(
                 server,
                 stdin,
@@ -446,8 +437,8 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 self.gw.settings.max_sftp_handles,
             )
         else:
-            assert command is not None
-            handler = run_scp_server(server, command, stdin, stdout, stderr)
+            assert ctx.command is not None
+            handler = run_scp_server(server, ctx.command, stdin, stdout, stderr)
             if handler is None:  # bad scp arguments: asyncssh already answered and exited
                 track.end(1, "error")
                 return 1
@@ -508,18 +499,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     # Shell and exec ----------------------------------------------------------------------
 
-    async def _exec(
-        self,
-        kind: str,
-        command: str | None,
-        pty: bool,
-        container: Container,
-        decision: Decision,
-        track: SessionTrack,
-        stdin: asyncssh.SSHReader[bytes],
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
-    ) -> int:
+    async def _exec(self, ctx: SessionContext) -> int:
+        kind, command, pty = ctx.kind, ctx.command, ctx.pty
+        container, decision, stdout = ctx.container, ctx.decision, ctx.stdout
         chan = self.chan
         env = self._env(pty)
         cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
@@ -556,9 +538,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             self.gw.observer.docker_error("exec_start")
             raise
         self.gw.observer.exec_started(time.monotonic() - t0)
-        bridge = _Bridge(self, container, stream, track, pty, (rows, cols), nonce, login_ref)
+        bridge = _Bridge(self, ctx, stream, (rows, cols), nonce, login_ref)
         try:
-            return await bridge.run(stdin, stdout, stderr, login_ref)
+            return await bridge.run(ctx.stdin, stdout, ctx.stderr, login_ref)
         finally:
             await stream.close()
 
@@ -580,10 +562,8 @@ class _Bridge:
     def __init__(
         self,
         session: GatewaySession,
-        container: Container,
+        ctx: SessionContext,
         stream: ExecStream,
-        track: SessionTrack,
-        pty: bool,
         size: tuple[int, int],
         nonce: str,
         user: str,
@@ -593,10 +573,10 @@ class _Bridge:
         # Signals, hang-up and liveness checks run as the session's own login, never as root.
         self.user = user
         self.gw = session.gw
-        self.container = container
+        self.container = ctx.container
         self.stream = stream
-        self.track = track
-        self.pty = pty
+        self.track = ctx.track
+        self.pty = ctx.pty
         self.size = size
         self.pid: int | None = None
         self.ready = asyncio.Event()
