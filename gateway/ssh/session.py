@@ -44,13 +44,13 @@ from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
 from gateway.ssh.context import SessionContext
 from gateway.ssh.pacing import EnvBudget, EventQueueCap, TokenBucket
+from gateway.ssh.pidmark import PidMarkScanner
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
     alive_argv,
     explain_start_failure,
     kill_argv,
     new_nonce,
-    scan_pid_mark,
     wrapper_argv,
 )
 
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READ_SIZE = 32 * 1024
-HOLD_LIMIT = 64 * 1024
 EXTENDED_DATA_STDERR = 1
 # Channel requests a client can send without limit (see gateway.ssh.pacing):
 ENV_MAX_BYTES = 64 * 1024  # names + values of the env entries one channel keeps
@@ -569,7 +568,6 @@ class _Bridge:
         user: str,
     ) -> None:
         self.s = session
-        self.nonce = nonce
         # Signals, hang-up and liveness checks run as the session's own login, never as root.
         self.user = user
         self.gw = session.gw
@@ -580,7 +578,8 @@ class _Bridge:
         self.size = size
         self.pid: int | None = None
         self.ready = asyncio.Event()
-        self.start_output = bytearray()
+        # The wrapper's PID marker and the output held until it came (gateway.ssh.pidmark).
+        self.marks = PidMarkScanner(nonce, pty=ctx.pty, stdout=STDOUT, stderr=STDERR)
         self._unsent: list[tuple[int, bytes]] = []
         self._resizes = TokenBucket(RESIZE_RATE, RESIZE_BURST)
         self._signals = TokenBucket(SIGNAL_RATE, SIGNAL_BURST)
@@ -674,62 +673,18 @@ class _Bridge:
     async def _pump_out(
         self, stdout: asyncssh.SSHWriter[bytes], stderr: asyncssh.SSHWriter[bytes]
     ) -> None:
-        mark_stream = STDOUT if self.pty else STDERR
-        held: list[tuple[int, bytes]] = []
-        held_size = 0
-        mark = bytearray()
-        waiting = True
+        marks = self.marks
         while (msg := await self.stream.read()) is not None:
-            kind, data = msg
-            if self.pty:
-                kind = STDOUT
-            if waiting:
-                if kind == mark_stream:
-                    mark += data
-                    # Only the first PID_MARK_MAX bytes of this exec's own output, and only a
-                    # marker with this session's nonce: the command cannot forge the PID.
-                    scan = scan_pid_mark(bytes(mark), self.nonce)
-                    if scan.state == "found":
-                        self.pid = scan.pid
-                        waiting = False
-                        self.ready.set()
-                        if self.pty:
-                            self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
-                        before = bytes(mark[: scan.start])
-                        rest = bytes(mark[scan.end :])
-                        for k, d in held:
-                            await self._emit(k, d, stdout, stderr)
-                        held.clear()
-                        for part in (before, rest):
-                            if part:
-                                await self._emit(kind, part, stdout, stderr)
-                        continue
-                    if scan.state == "none":
-                        waiting = False
-                        self.start_output += mark[:4096]
-                        held.append((kind, bytes(mark)))
-                        for k, d in held:
-                            await self._emit(k, d, stdout, stderr, hold_start=True)
-                        held.clear()
-                    continue
-                held.append((kind, data))
-                held_size += len(data)
-                if held_size > HOLD_LIMIT:
-                    waiting = False
-                    for k, d in held:
-                        await self._emit(k, d, stdout, stderr)
-                    held.clear()
-                continue
-            await self._emit(kind, data, stdout, stderr)
-        if waiting:
-            # The output ended before the wrapper spoke: keep it for the failure explanation.
-            for _k, d in held:
-                if len(self.start_output) < 4096:
-                    self.start_output += d[:4096]
-            self.start_output += mark[:4096]
-            self._unsent = held + ([(mark_stream, bytes(mark))] if mark else [])
-        else:
-            self._unsent = []
+            out = marks.feed(*msg)
+            if marks.pid is not None and self.pid is None:
+                self.pid = marks.pid
+                self.ready.set()
+                if self.pty:
+                    self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
+            for kind, data in out:
+                await self._emit(kind, data, stdout, stderr)
+        # The output ended before the wrapper spoke: kept for the failure explanation.
+        self._unsent = marks.finish()
 
     async def _emit(
         self,
@@ -737,10 +692,7 @@ class _Bridge:
         data: bytes,
         stdout: asyncssh.SSHWriter[bytes],
         stderr: asyncssh.SSHWriter[bytes],
-        hold_start: bool = False,
     ) -> None:
-        if hold_start and data.startswith(b"OCI runtime"):
-            return  # explained in one line by _finished
         writer = stdout if kind == STDOUT else stderr
         self.track.from_container(data)
         try:
@@ -761,7 +713,7 @@ class _Bridge:
         except EngineUnavailable:
             code = None
         if self.pid is None and (code is None or code in (126, 127)):
-            why = explain_start_failure(bytes(self.start_output), self.container.name, login)
+            why = explain_start_failure(bytes(self.marks.start_output), self.container.name, login)
             if why is not None:
                 self.track.end(code, "error")
                 raise ExecFailed(why)
