@@ -19,7 +19,7 @@ from asyncssh.channel import SSHChannel
 from asyncssh.packet import SSHPacket
 from asyncssh.stream import SSHServerStreamSession
 
-from gateway.engines.docker import STDERR, STDOUT, Container, ExecStream
+from gateway.engines.docker import Container
 from gateway.errors import (
     AccessDenied,
     ContainerNotRunning,
@@ -42,17 +42,11 @@ from gateway.policy import (
 )
 from gateway.policy import Target as PolicyTarget
 from gateway.safetext import literal
+from gateway.ssh.bridge import Bridge
 from gateway.ssh.context import SessionContext
-from gateway.ssh.pacing import EnvBudget, EventQueueCap, TokenBucket
-from gateway.ssh.pidmark import PidMarkScanner
+from gateway.ssh.pacing import EnvBudget, EventQueueCap
 from gateway.ssh.transport import flow_of
-from gateway.ssh.wrapper import (
-    alive_argv,
-    explain_start_failure,
-    kill_argv,
-    new_nonce,
-    wrapper_argv,
-)
+from gateway.ssh.wrapper import new_nonce, wrapper_argv
 
 if TYPE_CHECKING:
     from gateway.sftp.server import ContainerSFTPServer
@@ -63,13 +57,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-READ_SIZE = 32 * 1024
 EXTENDED_DATA_STDERR = 1
 # Channel requests a client can send without limit (see gateway.ssh.pacing):
 ENV_MAX_BYTES = 64 * 1024  # names + values of the env entries one channel keeps
 EVENTS_PENDING_MAX = 16  # signals and breaks waiting for the session's reader
-RESIZE_RATE, RESIZE_BURST = 10.0, 10.0  # terminal resizes passed on to the engine, per second
-SIGNAL_RATE, SIGNAL_BURST = 2.0, 8.0  # signals delivered (each is an exec in the container)
 
 
 class GatewaySession(SSHServerStreamSession[bytes]):
@@ -537,7 +528,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             self.gw.observer.docker_error("exec_start")
             raise
         self.gw.observer.exec_started(time.monotonic() - t0)
-        bridge = _Bridge(self, ctx, stream, (rows, cols), nonce, login_ref)
+        bridge = Bridge(self, ctx, stream, (rows, cols), nonce, login_ref)
         try:
             return await bridge.run(ctx.stdin, stdout, ctx.stderr, login_ref)
         finally:
@@ -553,255 +544,6 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         if pty and term:
             env["TERM"] = term
         return env
-
-
-class _Bridge:
-    """Moves bytes between one SSH channel and one exec, and ends the process when needed."""
-
-    def __init__(
-        self,
-        session: GatewaySession,
-        ctx: SessionContext,
-        stream: ExecStream,
-        size: tuple[int, int],
-        nonce: str,
-        user: str,
-    ) -> None:
-        self.s = session
-        # Signals, hang-up and liveness checks run as the session's own login, never as root.
-        self.user = user
-        self.gw = session.gw
-        self.container = ctx.container
-        self.stream = stream
-        self.track = ctx.track
-        self.pty = ctx.pty
-        self.size = size
-        self.pid: int | None = None
-        self.ready = asyncio.Event()
-        # The wrapper's PID marker and the output held until it came (gateway.ssh.pidmark).
-        self.marks = PidMarkScanner(nonce, pty=ctx.pty, stdout=STDOUT, stderr=STDERR)
-        self._unsent: list[tuple[int, bytes]] = []
-        self._resizes = TokenBucket(RESIZE_RATE, RESIZE_BURST)
-        self._signals = TokenBucket(SIGNAL_RATE, SIGNAL_BURST)
-        self.stdout: asyncssh.SSHWriter[bytes] | None = None
-        self.stderr: asyncssh.SSHWriter[bytes] | None = None
-
-    async def run(
-        self,
-        stdin: asyncssh.SSHReader[bytes],
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
-        login: str,
-    ) -> int:
-        self.stdout, self.stderr = stdout, stderr
-        loop = asyncio.get_running_loop()
-        out_task = loop.create_task(self._pump_out(stdout, stderr))
-        in_task = loop.create_task(self._pump_in(stdin))
-        gone_task = loop.create_task(self.s._gone.wait())
-        kill_task = loop.create_task(self.track.killed.wait())
-        stop_task = loop.create_task(self.gw.stopping.wait())
-        tasks = {out_task, in_task, gone_task, kill_task, stop_task}
-        try:
-            done, _ = await asyncio.wait(
-                {out_task, gone_task, kill_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if out_task in done:
-                exc = out_task.exception()
-                if exc is None:
-                    return await self._finished(login, stderr)
-                if not isinstance(exc, _ClientGone):
-                    await self._terminate()
-                    raise exc
-            if kill_task in done or stop_task in done:
-                killed = kill_task in done
-                why = (
-                    "session terminated by an administrator"
-                    if killed
-                    else ("the gateway is shutting down; session ended")
-                )
-                self.s._say(stderr, why, self.pty)
-                await self._terminate()
-                self.track.end(255, "killed" if killed else "shutdown")
-                return 255
-            # The client went away: the process must not live on.
-            await self._terminate()
-            self.track.end(None, "client_gone")
-            return 255
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _pump_in(self, stdin: asyncssh.SSHReader[bytes]) -> None:
-        while True:
-            try:
-                data = await stdin.read(READ_SIZE)
-            except asyncssh.TerminalSizeChanged as exc:
-                if self.ready.is_set():
-                    # At most RESIZE_RATE engine calls a second; sizes sent meanwhile coalesce.
-                    await asyncio.sleep(self._resizes.wait_time())
-                    self._resizes.take()
-                self.size = self.s.take_newest_size((exc.height, exc.width))
-                self.track.resize(self.size[1], self.size[0])
-                if self.ready.is_set():
-                    await self._resize()
-                continue
-            except asyncssh.SignalReceived as exc:
-                self.s.events.done()
-                if self._signals.take():
-                    await self._signal(str(exc.signal))
-                else:
-                    self.s._dropped("signal")
-                continue
-            except asyncssh.BreakReceived:
-                self.s.events.done()
-                continue
-            except (asyncssh.Error, ConnectionError):
-                return
-            if not data:
-                if not self.pty:
-                    self.stream.write_eof()
-                return
-            if self.pty and not self.ready.is_set():
-                # The terminal would echo type-ahead before the process announced itself.
-                await self.ready.wait()
-            self.track.to_container(len(data))
-            if self.pty:
-                self.track.input(data)
-            await self.stream.write(data)
-
-    async def _pump_out(
-        self, stdout: asyncssh.SSHWriter[bytes], stderr: asyncssh.SSHWriter[bytes]
-    ) -> None:
-        marks = self.marks
-        while (msg := await self.stream.read()) is not None:
-            out = marks.feed(*msg)
-            if marks.pid is not None and self.pid is None:
-                self.pid = marks.pid
-                self.ready.set()
-                if self.pty:
-                    self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
-            for kind, data in out:
-                await self._emit(kind, data, stdout, stderr)
-        # The output ended before the wrapper spoke: kept for the failure explanation.
-        self._unsent = marks.finish()
-
-    async def _emit(
-        self,
-        kind: int,
-        data: bytes,
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
-    ) -> None:
-        writer = stdout if kind == STDOUT else stderr
-        self.track.from_container(data)
-        try:
-            writer.write(data)
-            await writer.drain()  # the channel's window
-            # The client's socket: asyncssh queues without limit when the window is large.
-            flow = flow_of(writer.channel.get_connection())
-            if flow is not None and not flow.writable:
-                await flow.wait_writable()
-        except (BrokenPipeError, ConnectionError, asyncssh.Error):
-            # The client is gone; the session's watcher ends the process.
-            self.s._gone.set()
-            raise _ClientGone() from None
-
-    async def _finished(self, login: str, stderr: asyncssh.SSHWriter[bytes]) -> int:
-        try:
-            code: int | None = await self.stream.wait(timeout=2.0)
-        except EngineUnavailable:
-            code = None
-        if self.pid is None and (code is None or code in (126, 127)):
-            why = explain_start_failure(bytes(self.marks.start_output), self.container.name, login)
-            if why is not None:
-                self.track.end(code, "error")
-                raise ExecFailed(why)
-        if self.pid is None and self._unsent and not self.s._gone.is_set():
-            for k, d in self._unsent:
-                writer = self.stdout if k == STDOUT else self.stderr
-                if writer is not None:
-                    writer.write(d)
-        if code is None or code >= 128:
-            # A signal death may be the container itself stopping; Docker records the new
-            # state a moment after the exec's output ends.
-            running, state = True, ""
-            for delay in (0.0, 0.1, 0.25):
-                await asyncio.sleep(delay)
-                try:
-                    c = await self.gw.engine.resolve(self.container.id)
-                    running, state = c.running, c.state
-                except NoSuchContainer:
-                    running, state = False, "removed"
-                except EngineUnavailable:
-                    running, state = True, ""
-                if not running:
-                    break
-            if not running:
-                self.track.end(code, "container_gone")
-                raise _ContainerGone(self.container.name, state, code)
-        if code is None:
-            self.track.end(None, "error")
-            raise EngineUnavailable("the container did not report an exit status")
-        self.track.end(code, "exit")
-        return code
-
-    async def _resize(self) -> None:
-        for delay in (0.0, 0.05, 0.2):
-            if delay:
-                await asyncio.sleep(delay)
-            rows, cols = self.size  # the newest size, if it changed meanwhile
-            if await self.stream.resize(rows, cols):
-                return
-
-    async def _signal(self, name: str) -> None:
-        name = name.upper().removeprefix("SIG")
-        if self.pid is None or name not in _SIGNALS:
-            return
-        await self._kill(name)
-
-    async def _kill(self, signal: str) -> None:
-        assert self.pid is not None
-        try:
-            # Only while the exec still runs: its PID cannot have been reused by another process.
-            info = await self.gw.engine.inspect_exec(self.stream.exec_id)
-            if not info.get("Running"):
-                return
-            await self.gw.engine.run(self.container.id, kill_argv(self.pid, signal), user=self.user)
-        except GatewayError as exc:
-            log.info(
-                "could not signal pid %s in %s: %s", self.pid, self.container.name, exc.user_message
-            )
-
-    async def _alive(self) -> bool:
-        assert self.pid is not None
-        try:
-            info = await self.gw.engine.inspect_exec(self.stream.exec_id)
-            if not info.get("Running"):
-                return False
-            code, _, _ = await self.gw.engine.run(
-                self.container.id, alive_argv(self.pid), user=self.user
-            )
-            return code == 0
-        except GatewayError:
-            return False
-
-    async def _terminate(self) -> None:
-        """Hang up a PTY session's process, or TERM a command; KILL after the grace period."""
-        if self.pid is None:
-            # Give the wrapper a moment to announce itself.
-            try:
-                await asyncio.wait_for(self.ready.wait(), timeout=2.0)
-            except TimeoutError:
-                log.warning("session %s: process id unknown; cannot end it", self.s.session_id[:8])
-                return
-        await self._kill("HUP" if self.pty else "TERM")
-        deadline = time.monotonic() + self.gw.settings.kill_grace
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            if not await self._alive():
-                return
-        await self._kill("KILL")
 
 
 def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession) -> None:
@@ -823,33 +565,6 @@ def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession
         return bool(process(packet))
 
     setattr(chan, "_process_env_request", process_env)  # noqa: B010 (an instance attribute)
-
-
-class _ClientGone(Exception):
-    """The SSH channel closed while output was still flowing."""
-
-
-class _ContainerGone(GatewayError):
-    def __init__(self, name: str, state: str, code: int | None) -> None:
-        super().__init__(f"container {name} stopped during the session ({state or 'gone'})")
-        self.exit_status = code if code is not None and code > 0 else 255
-
-
-_SIGNALS = {
-    "ABRT",
-    "ALRM",
-    "FPE",
-    "HUP",
-    "ILL",
-    "INT",
-    "KILL",
-    "PIPE",
-    "QUIT",
-    "SEGV",
-    "TERM",
-    "USR1",
-    "USR2",
-}
 
 
 class _Ended:
