@@ -1,16 +1,15 @@
 """SFTP and SCP answered by the gateway, with the file work done inside the container.
 
 The SSH server authorizes the session (``sftp-read`` at least), builds a :class:`FileAccess` and
-hands :func:`make_sftp_server` to asyncssh's ``run_sftp_server`` (the ``sftp`` subsystem) or
-``run_scp_server`` (``scp -f``/``-t``). The server releases its processes in ``exit()``.
+starts :class:`~gateway.sftp.server.ContainerSFTPServer` under the ``sftp`` subsystem or
+``scp -f``/``-t`` (``gateway.ssh.files.start_files``). The server releases its processes in
+``exit()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import asyncssh
 
 from gateway.engines import Container, DockerEngine
 
@@ -40,12 +39,4 @@ class FileAccess:
     max_handles: int = 128
 
 
-def make_sftp_server(
-    access: FileAccess, chan: asyncssh.SSHServerChannel[bytes]
-) -> asyncssh.SFTPServer:
-    from gateway.sftp.server import ContainerSFTPServer
-
-    return ContainerSFTPServer(access, chan)
-
-
-__all__ = ["FileAccess", "FileOp", "make_sftp_server"]
+__all__ = ["FileAccess", "FileOp"]

@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
@@ -32,18 +32,14 @@ from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
 from gateway.policy import (
     Decision,
-    DenyReason,
     Grant,
-    Right,
     Subject,
-    access,
-    decide,
-    decide_as,
 )
-from gateway.policy import Target as PolicyTarget
-from gateway.safetext import literal
+from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial, deny_reason
 from gateway.ssh.bridge import Bridge
 from gateway.ssh.context import SessionContext
+from gateway.ssh.files import file_access, start_files
+from gateway.ssh.listing import render_listing
 from gateway.ssh.pacing import EnvBudget, EventQueueCap
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import new_nonce, wrapper_argv
@@ -275,47 +271,23 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 track.end(255, self._end_reason(track))
                 return 255
             subject = Subject(ident.user, ident.groups)
-            rows: list[tuple[str, str, str, str, str]] = []
-            for c in containers:
-                acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels))
-                if acc is None:
-                    continue
-                rows.append(
-                    (c.name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins))
-                )
-            out = _table(("CONTAINER", "IMAGE", "STATE", "RIGHTS", "LOGINS"), rows)
-            if not rows:
-                out = "No containers are available to you.\n"
-            else:
-                out = (
-                    f"Containers available to {ident.user} "
-                    f"(connect with ssh {ident.user}+CONTAINER@host):\n" + out
-                )
-            data = out.replace("\n", "\r\n") if pty else out
-            stdout.write(data.encode("utf-8", "replace"))
+            stdout.write(render_listing(subject, grants, containers, pty=pty))
             track.end(0, "exit")
             return 0
         except GatewayError:
             track.end(1, "error")
             raise
 
-    async def _authorize(
-        self, ident: Identity, container: Container, right: str, remote: str
+    def _authorize(
+        self, ident: Identity, grants: list[Grant], container: Container, right: str
     ) -> Decision:
-        grants = self._grants
-        if grants is None:
-            grants = await self.gw.store.grants_for(ident.user)
-        decision = decide(
-            Subject(ident.user, ident.groups),
-            grants,
-            PolicyTarget(container.name, container.id, container.labels),
-            right,
-            ident.target.login,
-        )
+        decision = decide_session(ident, grants, container, right)
         if decision.allowed:
             return decision
-        reason = decision.reason or DenyReason.NO_GRANT
-        self.gw.observer.access_denied(reason.value, ident.user, container.name, right, remote)
+        reason = deny_reason(decision)
+        self.gw.observer.access_denied(
+            reason.value, ident.user, container.name, right, self.gwconn.remote
+        )
         log.info(
             "conn %s: deny %s %s on %s: %s",
             self.gwconn.conn_id,
@@ -324,13 +296,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             container.name,
             decision.message,
         )
-        if reason in (DenyReason.NO_GRANT, DenyReason.EXPIRED):
-            raise NoSuchContainer(ident.target.container or container.name)
-        if reason is DenyReason.LOGIN_NOT_ALLOWED:
-            raise AccessDenied(
-                f"access denied: login {ident.target.login!r} is not allowed on {container.name}"
-            )
-        raise AccessDenied(f"access denied: you have no {right} right on {container.name}")
+        raise denial(decision, ident, container)
 
     async def _session(
         self,
@@ -356,13 +322,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 await asyncio.wait({grants_task})
             grants_task.exception()  # retrieved here; raised by result() below
         self._grants = grants_task.result()
-        right = {
-            "shell": Right.SHELL,
-            "exec": Right.EXEC,
-            "sftp": Right.SFTP_READ,
-            "scp": Right.SFTP_READ,
-        }[kind]
-        decision = await self._authorize(ident, container, right, self.gwconn.remote)
+        decision = self._authorize(ident, self._grants, container, KIND_RIGHT[kind])
         if not container.running:
             raise ContainerNotRunning(container.name, container.state)
         login = decision.login or container.user or "root"
@@ -387,52 +347,17 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     # SFTP and SCP ----------------------------------------------------------------------------
 
     async def _files(self, ctx: SessionContext) -> int:
-        from asyncssh.scp import run_scp_server
-
-        from gateway.sftp import FileAccess, FileOp
-        from gateway.sftp.server import ContainerSFTPServer, run_sftp_server
-
-        ident, container, decision, track = ctx.ident, ctx.container, ctx.decision, ctx.track
-        stdin, stdout, stderr = ctx.stdin, ctx.stdout, ctx.stderr
+        track, stderr = ctx.track, ctx.stderr
         # Writing is decided for the session's own login, and its paths come from write grants.
-        write = decide_as(
-            Subject(ident.user, ident.groups),
-            self._grants or [],
-            PolicyTarget(container.name, container.id, container.labels),
-            Right.SFTP_WRITE,
-            decision.login,
+        write = decide_write(ctx.ident, self._grants or [], ctx.container, ctx.decision)
+        access = file_access(self.gw.engine, ctx, write, self.gw.settings.max_sftp_handles)
+        command = None if ctx.kind == "sftp" else ctx.command
+        server, work = start_files(
+            access, self.chan, command, ctx.stdin, ctx.stdout, stderr, flow_of(self.gwconn.conn)
         )
-
-        def on_op(op: FileOp) -> None:
-            track.file_op(op.op, op.path, op.nbytes, op.result, op.seconds)
-
-        fa = FileAccess(
-            engine=self.gw.engine,
-            container=container,
-            login=ctx.login,
-            writable=write.allowed,
-            paths=decision.paths,
-            write_paths=write.paths if write.allowed else decision.paths,
-            on_op=on_op,
-            max_handles=self.gw.settings.max_sftp_handles,
-        )
-        server = ContainerSFTPServer(fa, self.chan)
-        if ctx.kind == "sftp":
-            work: Awaitable[None] = run_sftp_server(
-                server,
-                stdin,
-                stdout,
-                3,
-                flow_of(self.gwconn.conn),
-                self.gw.settings.max_sftp_handles,
-            )
-        else:
-            assert ctx.command is not None
-            handler = run_scp_server(server, ctx.command, stdin, stdout, stderr)
-            if handler is None:  # bad scp arguments: asyncssh already answered and exited
-                track.end(1, "error")
-                return 1
-            work = handler
+        if work is None:  # bad scp arguments: asyncssh already answered and exited
+            track.end(1, "error")
+            return 1
         if await self._until_ended(work, track, server) is ENDED:
             # Killed, revoked or shutting down: the transfer stopped; unfinished uploads are
             # discarded and the container's file helper is gone.
@@ -585,14 +510,3 @@ def _end_message(track: SessionTrack) -> str:
 def _is_scp_server(command: str) -> bool:
     args = command.split()
     return any(a.startswith("-") and ("t" in a or "f" in a) for a in args[1:] if a != "--")
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    """Columns of text; cells are shown literally (container owners choose names and images)."""
-    rows = [tuple(literal(v) for v in r) for r in rows]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines) + "\n"

@@ -1,9 +1,8 @@
 """A minimal SSH server that serves only the container SFTP/SCP server (no auth, no database).
 
 It runs on its own event loop in a thread, so tests drive it with the real OpenSSH ``sftp``/``scp``
-clients (subprocesses) and paramiko (blocking) without caring about asyncio. The session set-up
-mirrors gateway/ssh/session.py: ``run_sftp_server``/``run_scp_server`` with ``make_sftp_server``,
-then exit status 0.
+clients (subprocesses) and paramiko (blocking) without caring about asyncio. Sessions start the
+way the gateway starts them (``gateway.ssh.files.start_files``), then exit with status 0.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-from asyncssh.scp import run_scp_server
-from asyncssh.sftp import run_sftp_server
 from asyncssh.stream import SSHServerStreamSession
 
 from gateway.engines import DockerEngine
-from gateway.sftp import FileAccess, FileOp, make_sftp_server
+from gateway.sftp import FileAccess, FileOp
+from gateway.ssh.files import start_files
 
 SSH_OPTS = (
     "-F",
@@ -68,14 +66,11 @@ class _Session(SSHServerStreamSession):  # type: ignore[type-arg]
         task.add_done_callback(self.harness.tasks.discard)
 
     async def _run(self, chan: Any, stdin: Any, stdout: Any, stderr: Any) -> None:
-        server = make_sftp_server(self.harness.access(), chan)
+        command = None if chan.get_subsystem() == "sftp" else chan.get_command()
+        _server, work = start_files(self.harness.access(), chan, command, stdin, stdout, stderr)
         try:
-            if chan.get_subsystem() == "sftp":
-                await run_sftp_server(server, stdin, stdout, 3)
-            else:
-                handler = run_scp_server(server, chan.get_command(), stdin, stdout, stderr)
-                if handler is not None:
-                    await handler
+            if work is not None:
+                await work
         finally:
             with contextlib.suppress(Exception):
                 chan.exit(0)

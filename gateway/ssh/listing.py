@@ -1,0 +1,54 @@
+"""``ssh alice@gw``: the containers alice may reach, as text. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from gateway.policy import Grant, Subject, access
+from gateway.policy import Target as PolicyTarget
+from gateway.safetext import literal
+
+if TYPE_CHECKING:
+    from gateway.engines import Container
+
+HEADER = ("CONTAINER", "IMAGE", "STATE", "RIGHTS", "LOGINS")
+
+
+def listing_rows(
+    subject: Subject, grants: Sequence[Grant], containers: Iterable[Container]
+) -> list[tuple[str, str, str, str, str]]:
+    """One row per container some live grant gives ``subject`` any right on."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for c in containers:
+        acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels))
+        if acc is None:
+            continue
+        rows.append((c.name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins)))
+    return rows
+
+
+def render_listing(
+    subject: Subject, grants: Sequence[Grant], containers: Iterable[Container], *, pty: bool
+) -> bytes:
+    """What the user sees; with a terminal, lines end in CR LF."""
+    rows = listing_rows(subject, grants, containers)
+    out = table(HEADER, rows)
+    if not rows:
+        out = "No containers are available to you.\n"
+    else:
+        user = subject.user
+        out = f"Containers available to {user} (connect with ssh {user}+CONTAINER@host):\n" + out
+    data = out.replace("\n", "\r\n") if pty else out
+    return data.encode("utf-8", "replace")
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """Columns of text; cells are shown literally (container owners choose names and images)."""
+    rows = [tuple(literal(v) for v in r) for r in rows]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
