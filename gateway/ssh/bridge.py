@@ -10,28 +10,104 @@ tells a process that did not start, a container that stopped and a normal exit a
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncssh
 
 from gateway.engines.docker import STDERR, STDOUT, ExecStream
-from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
+from gateway.errors import (
+    ContainerNotRunning,
+    EngineUnavailable,
+    ExecFailed,
+    GatewayError,
+    NoSuchContainer,
+)
 from gateway.ssh.context import SessionContext
 from gateway.ssh.pacing import TokenBucket
 from gateway.ssh.pidmark import PidMarkScanner
 from gateway.ssh.transport import flow_of
-from gateway.ssh.wrapper import alive_argv, explain_start_failure, kill_argv
+from gateway.ssh.wrapper import (
+    alive_argv,
+    explain_start_failure,
+    kill_argv,
+    new_nonce,
+    wrapper_argv,
+)
 
 if TYPE_CHECKING:
-    from gateway.ssh.session import GatewaySession
+    from gateway.ssh.channel import GatewaySession
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 32 * 1024
 RESIZE_RATE, RESIZE_BURST = 10.0, 10.0  # terminal resizes passed on to the engine, per second
 SIGNAL_RATE, SIGNAL_BURST = 2.0, 8.0  # signals delivered (each is an exec in the container)
+
+
+async def run_exec(session: GatewaySession, ctx: SessionContext) -> int:
+    """Start the shell or command in the container, then bridge the channel to it."""
+    gw = session.gw
+    kind, command, pty = ctx.kind, ctx.command, ctx.pty
+    container, decision, stdout = ctx.container, ctx.decision, ctx.stdout
+    chan = session.chan
+    env = exec_env(chan, gw.settings.accept_env, pty)
+    cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
+    login_ref = decision.login or container.user or "0"
+    nonce = new_nonce()  # the PID marker is taken only with it (see gateway.ssh.pidmark)
+    argv = wrapper_argv(
+        "shell" if kind == "shell" else "exec",
+        login_ref,
+        rows,
+        cols,
+        command or "",
+        nonce=nonce,
+    )
+    if kind == "shell" and pty and gw.motd:
+        motd = gw.motd.replace("\r\n", "\n")
+        if not motd.endswith("\n"):
+            motd += "\n"
+        stdout.write(motd.replace("\n", "\r\n").encode())
+    t0 = time.monotonic()
+    try:
+        stream = await gw.engine.exec(
+            container.id,
+            argv,
+            user=decision.login or container.user,
+            env=env,
+            tty=pty,
+        )
+    except ExecFailed as exc:
+        gw.observer.docker_error("exec_start")
+        if "not running" in exc.user_message:
+            raise ContainerNotRunning(container.name) from None
+        raise
+    except (EngineUnavailable, NoSuchContainer):
+        gw.observer.docker_error("exec_start")
+        raise
+    gw.observer.exec_started(time.monotonic() - t0)
+    bridge = Bridge(session, ctx, stream, (rows, cols), nonce, login_ref)
+    try:
+        return await bridge.run(ctx.stdin, stdout, ctx.stderr, login_ref)
+    finally:
+        await stream.close()
+
+
+def exec_env(
+    chan: asyncssh.SSHServerChannel[bytes], accept_env: Sequence[str], pty: bool
+) -> dict[str, str]:
+    """The client's env entries that ``accept_env`` lets through, and TERM with a terminal."""
+    env: dict[str, str] = {}
+    for key, value in chan.get_environment().items():
+        if any(fnmatch.fnmatchcase(key, pat) for pat in accept_env) and "\0" not in value:
+            env[key] = value
+    term = chan.get_terminal_type()
+    if pty and term:
+        env["TERM"] = term
+    return env
 
 
 class Bridge:

@@ -24,7 +24,7 @@ from gateway.ssh.transport import coalesce_writes
 from gateway.store import AuthUser
 
 if TYPE_CHECKING:
-    from gateway.ssh.session import GatewaySession
+    from gateway.ssh.channel import GatewaySession
 
 __all__ = ["Gateway", "GatewayConnection", "Identity"]
 
@@ -323,7 +323,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 f"too many sessions on this connection (at most {limit})",
             )
-        from gateway.ssh.session import GatewaySession
+        from gateway.ssh.channel import GatewaySession
 
         session = GatewaySession(self)
         self._sessions.add(session)

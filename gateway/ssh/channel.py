@@ -1,15 +1,18 @@
-"""One SSH session channel: authorize it, then bridge it to docker exec or to the SFTP server.
+"""One SSH session channel: its requests, then authorize it and hand it to exec or to files.
 
 The session object is handed to asyncssh synchronously from ``session_requested`` (so no request
 can race its set-up); all awaited work (container lookup, grants, exec) happens in ``_run``.
+Requests a client can repeat without limit (env, resize, signal, break) are bounded here
+(:mod:`gateway.ssh.pacing`). What the channel asks for is :func:`classify_request`; the rights
+are decided in :mod:`gateway.ssh.authorize`; a listing is rendered by :mod:`gateway.ssh.listing`,
+files are served through :mod:`gateway.ssh.files`, shells and commands run in
+:mod:`gateway.ssh.bridge`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-import time
 import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
@@ -20,29 +23,17 @@ from asyncssh.packet import SSHPacket
 from asyncssh.stream import SSHServerStreamSession
 
 from gateway.engines.docker import Container
-from gateway.errors import (
-    AccessDenied,
-    ContainerNotRunning,
-    EngineUnavailable,
-    ExecFailed,
-    GatewayError,
-    NoSuchContainer,
-)
+from gateway.errors import AccessDenied, ContainerNotRunning, EngineUnavailable, GatewayError
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
-from gateway.policy import (
-    Decision,
-    Grant,
-    Subject,
-)
+from gateway.policy import Decision, Grant, Subject
 from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial, deny_reason
-from gateway.ssh.bridge import Bridge
+from gateway.ssh.bridge import run_exec
 from gateway.ssh.context import SessionContext
 from gateway.ssh.files import file_access, start_files
 from gateway.ssh.listing import render_listing
 from gateway.ssh.pacing import EnvBudget, EventQueueCap
 from gateway.ssh.transport import flow_of
-from gateway.ssh.wrapper import new_nonce, wrapper_argv
 
 if TYPE_CHECKING:
     from gateway.sftp.server import ContainerSFTPServer
@@ -143,17 +134,6 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     # The session ---------------------------------------------------------------------------
 
-    def _kind(self) -> tuple[str, str | None]:
-        chan = self.chan
-        if chan.get_subsystem() == "sftp":
-            return "sftp", None
-        command = chan.get_command()
-        if command is not None and command.startswith("scp ") and _is_scp_server(command):
-            return "scp", command
-        if command is not None:
-            return "exec", command
-        return "shell", None
-
     async def _run(
         self,
         stdin: asyncssh.SSHReader[bytes],
@@ -167,7 +147,8 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         conn_id_var.set(self.gwconn.conn_id)
         session_id_var.set(self.session_id[:12])
         pty = chan.get_terminal_type() is not None
-        kind, command = self._kind()
+        kind = classify_request(chan.get_subsystem(), chan.get_command())
+        command = chan.get_command() if kind in ("exec", "scp") else None
         status = 1
         try:
             if ident.target.container is None:
@@ -335,7 +316,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             if kind in ("sftp", "scp"):
                 status = await self._files(ctx)
             else:
-                status = await self._exec(ctx)
+                status = await run_exec(self, ctx)
         except GatewayError as exc:
             track.end(exc.exit_status, "error")
             raise
@@ -414,62 +395,6 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     # Shell and exec ----------------------------------------------------------------------
 
-    async def _exec(self, ctx: SessionContext) -> int:
-        kind, command, pty = ctx.kind, ctx.command, ctx.pty
-        container, decision, stdout = ctx.container, ctx.decision, ctx.stdout
-        chan = self.chan
-        env = self._env(pty)
-        cols, rows = (chan.get_terminal_size()[:2]) if pty else (0, 0)
-        login_ref = decision.login or container.user or "0"
-        nonce = new_nonce()  # the PID marker is taken only with it (see _Bridge._pump_out)
-        argv = wrapper_argv(
-            "shell" if kind == "shell" else "exec",
-            login_ref,
-            rows,
-            cols,
-            command or "",
-            nonce=nonce,
-        )
-        if kind == "shell" and pty and self.gw.motd:
-            motd = self.gw.motd.replace("\r\n", "\n")
-            if not motd.endswith("\n"):
-                motd += "\n"
-            stdout.write(motd.replace("\n", "\r\n").encode())
-        t0 = time.monotonic()
-        try:
-            stream = await self.gw.engine.exec(
-                container.id,
-                argv,
-                user=decision.login or container.user,
-                env=env,
-                tty=pty,
-            )
-        except ExecFailed as exc:
-            self.gw.observer.docker_error("exec_start")
-            if "not running" in exc.user_message:
-                raise ContainerNotRunning(container.name) from None
-            raise
-        except (EngineUnavailable, NoSuchContainer):
-            self.gw.observer.docker_error("exec_start")
-            raise
-        self.gw.observer.exec_started(time.monotonic() - t0)
-        bridge = Bridge(self, ctx, stream, (rows, cols), nonce, login_ref)
-        try:
-            return await bridge.run(ctx.stdin, stdout, ctx.stderr, login_ref)
-        finally:
-            await stream.close()
-
-    def _env(self, pty: bool) -> dict[str, str]:
-        allowed = self.gw.settings.accept_env
-        env: dict[str, str] = {}
-        for key, value in self.chan.get_environment().items():
-            if any(fnmatch.fnmatchcase(key, pat) for pat in allowed) and "\0" not in value:
-                env[key] = value
-        term = self.chan.get_terminal_type()
-        if pty and term:
-            env["TERM"] = term
-        return env
-
 
 def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession) -> None:
     """Refuse env requests beyond ``budget``; asyncssh itself keeps every one it is sent.
@@ -505,6 +430,18 @@ def _end_message(track: SessionTrack) -> str:
             return "session terminated by an administrator"
         return "session ended: your access was revoked"
     return "the gateway is shutting down; session ended"
+
+
+def classify_request(subsystem: str | None, command: str | None) -> str:
+    """The kind of a session channel: "sftp" (the subsystem), "scp" (``scp -t|-f …``, which
+    the gateway answers itself), "exec" (any other command) or "shell"."""
+    if subsystem == "sftp":
+        return "sftp"
+    if command is not None and command.startswith("scp ") and _is_scp_server(command):
+        return "scp"
+    if command is not None:
+        return "exec"
+    return "shell"
 
 
 def _is_scp_server(command: str) -> bool:
