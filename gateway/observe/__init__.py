@@ -14,8 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.observe.observer import Observer, SessionInfo, SessionTrack
+    from gateway.observe.observer import Observer
     from gateway.observe.revoke import REVOKED, LiveConn
+    from gateway.observe.track import SessionInfo, SessionTrack
 
 __all__ = [
     "REVOKED",
@@ -27,8 +28,8 @@ __all__ = [
 
 _MODULE_OF = {
     "Observer": "gateway.observe.observer",
-    "SessionInfo": "gateway.observe.observer",
-    "SessionTrack": "gateway.observe.observer",
+    "SessionInfo": "gateway.observe.track",
+    "SessionTrack": "gateway.observe.track",
     "LiveConn": "gateway.observe.revoke",
     "REVOKED": "gateway.observe.revoke",
 }

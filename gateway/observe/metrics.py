@@ -21,6 +21,16 @@ SESSION_KINDS = ("shell", "exec", "sftp", "scp", "list")
 SESSION_RESULTS = ("exit", "client_gone", "container_gone", "killed", "error")
 
 
+def label_or_other(value: str, allowed: frozenset[str], other: str = "other") -> str:
+    """``value`` as a label value when it is one of ``allowed``, else ``other``."""
+    return value if value in allowed else other
+
+
+def short_label(value: str, limit: int = 32) -> str:
+    """A free-form label value cut to ``limit`` characters (``unknown`` when empty)."""
+    return value[:limit] if value else "unknown"
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)

@@ -9,14 +9,10 @@ a buffered file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.config import Settings
@@ -25,9 +21,10 @@ from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
-from gateway.observe.metrics import Metrics
-from gateway.observe.recorder import Recorder, RecordingStopped, convert_orphans
+from gateway.observe.metrics import Metrics, label_or_other, short_label
+from gateway.observe.recorder import Recorder, convert_orphans
 from gateway.observe.revoke import REVOKED, LiveConn, revocation
+from gateway.observe.track import SessionInfo, SessionTrack, session_event
 from gateway.store import AuthUser
 from gateway.store.models import utcnow
 
@@ -48,243 +45,10 @@ KILL_MESSAGE = "sshgw: this session was ended by an administrator"
 _DENY_REASONS = frozenset(
     {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}
 )
-_END_RESULTS = frozenset(
-    {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
-)
 _RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
 _STARTUP_REASONS = frozenset({"startups", "per_source"})
 _CHANNEL_REASONS = frozenset({"max_sessions"})
-
-
-def _label(value: str, allowed: frozenset[str], other: str = "other") -> str:
-    return value if value in allowed else other
-
-
-def _short(value: str, limit: int = 32) -> str:
-    return value[:limit] if value else "unknown"
-
-
-@dataclass(slots=True)
-class SessionInfo:
-    id: str  # uuid4 hex, made by the caller
-    conn_id: str
-    user: str
-    container: str | None  # None for the 'list' kind
-    container_id: str | None
-    login: str | None
-    kind: str  # shell | exec | sftp | scp | list
-    command: str | None
-    remote: str  # "ip:port"
-    pty: bool
-    term: str | None
-    cols: int
-    rows: int
-    record: bool  # the deciding grant allows recording
-    connected_at: float  # time.monotonic() at TCP accept
-
-
-class SessionTrack:
-    """One running session as the observer sees it. Every method is cheap and never raises."""
-
-    def __init__(self, observer: Observer, info: SessionInfo, recorder: Recorder | None) -> None:
-        self.info = info
-        self.killed = asyncio.Event()
-        # What an end for "killed" is recorded as: an administrator's kill, or a revocation.
-        self.kill_reason = "killed"
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.exit_status: int | None = None
-        self.end_reason: str | None = None
-        self.started_at: datetime = utcnow()
-        self.recorder = recorder
-        self._recording_path = recorder.path if recorder is not None else None
-        self._obs = observer
-        self._t0 = time.monotonic()
-        self._first_byte = False
-        self._ended = False
-        m = observer.metrics
-        labels = m.kind_labels(info.kind, info.container)
-        self._labels = labels
-        self._m_in = m.bytes_to_container.labels(**labels)
-        self._m_out = m.bytes_from_container.labels(**labels)
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def recording_path(self) -> Path | None:
-        return self._recording_path
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def kill(self, reason: str = "killed") -> None:
-        """Ask the session to end (it ends its process, tells the user and closes)."""
-        if not self.killed.is_set():
-            self.kill_reason = reason
-            self.killed.set()
-
-    def to_container(self, n: int) -> None:
-        if n > 0:
-            self.bytes_in += n
-            self._m_in.inc(n)
-
-    def from_container(self, data: bytes) -> None:
-        n = len(data)
-        if not n:
-            return
-        self.bytes_out += n
-        self._m_out.inc(n)
-        if not self._first_byte:
-            self._first_byte = True
-            self._obs.metrics.first_byte.labels(**self._labels).observe(
-                max(0.0, time.monotonic() - self.info.connected_at)
-            )
-        if self.recorder is not None:
-            try:
-                self.recorder.output(data)
-            except (OSError, ValueError, RecordingStopped) as exc:
-                self._recording_failed(exc)
-
-    def input(self, data: bytes) -> None:
-        if self.recorder is not None and self.recorder.record_input:
-            try:
-                self.recorder.input(data)
-            except (OSError, ValueError, RecordingStopped) as exc:
-                self._recording_failed(exc)
-
-    def resize(self, cols: int, rows: int) -> None:
-        if self.recorder is not None:
-            try:
-                self.recorder.resize(cols, rows)
-            except (OSError, ValueError, RecordingStopped) as exc:
-                self._recording_failed(exc)
-
-    def file_op(self, op: str, path: str, nbytes: int, result: str, seconds: float) -> None:
-        try:
-            m = self._obs.metrics
-            op_l = _short(op)
-            m.sftp_ops.labels(op=op_l, result=_short(result, 16)).inc()
-            m.sftp_seconds.labels(op=op_l).observe(max(0.0, seconds))
-            i = self.info
-            self._obs.submit(
-                _audit.event(
-                    _audit.FILE,
-                    user=i.user,
-                    container=i.container,
-                    remote=i.remote,
-                    session_id=i.id,
-                    op=op,
-                    path=path,
-                    bytes=nbytes,
-                    result=result,
-                    seconds=round(seconds, 6),
-                    via=i.kind,
-                )
-            )
-        except Exception:  # never into the data path
-            log.exception("file_op bookkeeping failed")
-
-    def end(self, exit_status: int | None, reason: str) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            self._end(exit_status, reason)
-        except Exception:
-            log.exception("session end bookkeeping failed")
-
-    def _end(self, exit_status: int | None, reason: str) -> None:
-        if reason == "killed":
-            reason = self.kill_reason
-        self.exit_status = exit_status
-        self.end_reason = reason
-        duration = max(0.0, time.monotonic() - self._t0)
-        m = self._obs.metrics
-        m.sessions_ended.labels(**self._labels, result=_label(reason, _END_RESULTS)).inc()
-        m.sessions_active.labels(**self._labels).dec()
-        m.session_duration.labels(**self._labels).observe(duration)
-        if self.recorder is not None:
-            rec, self.recorder = self.recorder, None
-            try:
-                rec.close()
-            except (OSError, ValueError) as exc:
-                self._obs.metrics.recording_errors.inc()
-                log.error("session recording incomplete: %s", exc)
-            self._obs.convert_later(rec)
-        ended_at = utcnow()
-        i = self.info
-        self._obs.session_ended(self)
-        self._obs.submit(
-            _audit.Record(
-                "session_end",
-                {
-                    "id": i.id,
-                    "ended_at": ended_at,
-                    "bytes_in": self.bytes_in,
-                    "bytes_out": self.bytes_out,
-                    "exit_status": exit_status,
-                    "end_reason": reason,
-                },
-            )
-        )
-        self._obs.submit(
-            _audit.event(
-                _audit.SESSION_END,
-                user=i.user,
-                container=i.container,
-                remote=i.remote,
-                session_id=i.id,
-                kind=i.kind,
-                login=i.login,
-                command=i.command,
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                exit_status=exit_status,
-                reason=reason,
-                duration=round(duration, 3),
-            )
-        )
-        log.info(
-            "session ended: %s %s@%s status=%s reason=%s in=%d out=%d %.1fs",
-            i.kind,
-            i.user,
-            i.container or "-",
-            exit_status,
-            reason,
-            self.bytes_in,
-            self.bytes_out,
-            duration,
-        )
-
-    def _recording_failed(self, exc: BaseException) -> None:
-        """The recording ends here (the session goes on): an error, low disk space, or the size
-        cap. Counted as a recording error unless it is the size cap; audited either way."""
-        rec, self.recorder = self.recorder, None
-        if isinstance(exc, RecordingStopped) and not exc.low_disk:
-            log.warning("session recording stopped: %s (the session goes on)", exc)
-        else:
-            self._obs.metrics.recording_errors.inc()
-            log.error("session recording stopped: %s", exc)
-        i = self.info
-        self._obs.submit(
-            _audit.event(
-                _audit.RECORDING_STOPPED,
-                user=i.user,
-                container=i.container,
-                remote=i.remote,
-                session_id=i.id,
-                reason=str(exc),
-                recording=str(self._recording_path) if self._recording_path else None,
-            )
-        )
-        if rec is not None:
-            with contextlib.suppress(OSError, ValueError):
-                rec.close()
-            self._obs.convert_later(rec)  # keep what was recorded until then
 
 
 class Observer:
@@ -403,7 +167,9 @@ class Observer:
         """One authentication attempt: always counted; an audit event unless ``audit`` is
         False (failures are then written by :meth:`login_failed`, summed)."""
         result = "success" if ok else "failure"
-        self.metrics.auth_attempts.labels(method=_label(method, _AUTH_METHODS), result=result).inc()
+        self.metrics.auth_attempts.labels(
+            method=label_or_other(method, _AUTH_METHODS), result=result
+        ).inc()
         if not audit:
             return
         self.submit(
@@ -443,7 +209,7 @@ class Observer:
     # Limits for unauthenticated peers and channels (gateway.ssh.limits) -------------------
 
     def startup_refused(self, reason: str) -> None:
-        self.metrics.startups_refused.labels(reason=_label(reason, _STARTUP_REASONS)).inc()
+        self.metrics.startups_refused.labels(reason=label_or_other(reason, _STARTUP_REASONS)).inc()
 
     def unauthenticated(self, count: int) -> None:
         self.metrics.unauthenticated.set(count)
@@ -458,13 +224,13 @@ class Observer:
         self.metrics.password_checks_waiting.set(count)
 
     def channel_refused(self, reason: str) -> None:
-        self.metrics.channels_refused.labels(reason=_label(reason, _CHANNEL_REASONS)).inc()
+        self.metrics.channels_refused.labels(reason=label_or_other(reason, _CHANNEL_REASONS)).inc()
 
     def access_denied(
         self, reason: str, user: str, container: str | None, right: str, remote: str
     ) -> None:
         m = self.metrics
-        m.access_denied.labels(reason=_label(reason, _DENY_REASONS)).inc()
+        m.access_denied.labels(reason=label_or_other(reason, _DENY_REASONS)).inc()
         kind = _RIGHT_KIND.get(right, "other")
         m.sessions_started.labels(**m.kind_labels(kind, container), result="denied").inc()
         self.submit(
@@ -480,7 +246,7 @@ class Observer:
         log.info("access denied: %s -> %s (%s, %s)", user, container or "-", right, reason)
 
     def docker_error(self, op: str) -> None:
-        self.metrics.docker_errors.labels(op=_short(op)).inc()
+        self.metrics.docker_errors.labels(op=short_label(op)).inc()
 
     def exec_started(self, seconds: float) -> None:
         self.metrics.exec_start.observe(max(0.0, seconds))
@@ -517,12 +283,9 @@ class Observer:
             )
         )
         self.submit(
-            _audit.event(
+            session_event(
+                info,
                 _audit.SESSION_START,
-                user=info.user,
-                container=info.container,
-                remote=info.remote,
-                session_id=info.id,
                 kind=info.kind,
                 login=info.login,
                 command=info.command,

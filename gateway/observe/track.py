@@ -1,0 +1,253 @@
+"""One running session as the observer sees it: :class:`SessionInfo` (what the SSH server says
+about it) and :class:`SessionTrack` (bytes, metrics, recording, audit, kill request and end)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.observe import audit as _audit
+from gateway.observe.metrics import label_or_other, short_label
+from gateway.observe.recorder import Recorder, RecordingStopped
+from gateway.observe.revoke import REVOKED
+from gateway.store.models import utcnow
+
+if TYPE_CHECKING:
+    from gateway.observe.observer import Observer
+
+log = logging.getLogger(__name__)
+
+_END_RESULTS = frozenset(
+    {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
+)
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    id: str  # uuid4 hex, made by the caller
+    conn_id: str
+    user: str
+    container: str | None  # None for the 'list' kind
+    container_id: str | None
+    login: str | None
+    kind: str  # shell | exec | sftp | scp | list
+    command: str | None
+    remote: str  # "ip:port"
+    pty: bool
+    term: str | None
+    cols: int
+    rows: int
+    record: bool  # the deciding grant allows recording
+    connected_at: float  # time.monotonic() at TCP accept
+
+
+def session_event(info: SessionInfo, kind: str, /, **detail: Any) -> _audit.Record:
+    """An audit event about the session ``info``: who, where, from where, which session."""
+    return _audit.event(
+        kind,
+        user=info.user,
+        container=info.container,
+        remote=info.remote,
+        session_id=info.id,
+        **detail,
+    )
+
+
+class SessionTrack:
+    """One running session as the observer sees it. Every method is cheap and never raises."""
+
+    def __init__(self, observer: Observer, info: SessionInfo, recorder: Recorder | None) -> None:
+        self.info = info
+        self.killed = asyncio.Event()
+        # What an end for "killed" is recorded as: an administrator's kill, or a revocation.
+        self.kill_reason = "killed"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.exit_status: int | None = None
+        self.end_reason: str | None = None
+        self.started_at: datetime = utcnow()
+        self.recorder = recorder
+        self._recording_path = recorder.path if recorder is not None else None
+        self._obs = observer
+        self._t0 = time.monotonic()
+        self._first_byte = False
+        self._ended = False
+        m = observer.metrics
+        labels = m.kind_labels(info.kind, info.container)
+        self._labels = labels
+        self._m_in = m.bytes_to_container.labels(**labels)
+        self._m_out = m.bytes_from_container.labels(**labels)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def recording_path(self) -> Path | None:
+        return self._recording_path
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def kill(self, reason: str = "killed") -> None:
+        """Ask the session to end (it ends its process, tells the user and closes)."""
+        if not self.killed.is_set():
+            self.kill_reason = reason
+            self.killed.set()
+
+    def to_container(self, n: int) -> None:
+        if n > 0:
+            self.bytes_in += n
+            self._m_in.inc(n)
+
+    def from_container(self, data: bytes) -> None:
+        n = len(data)
+        if not n:
+            return
+        self.bytes_out += n
+        self._m_out.inc(n)
+        if not self._first_byte:
+            self._first_byte = True
+            self._obs.metrics.first_byte.labels(**self._labels).observe(
+                max(0.0, time.monotonic() - self.info.connected_at)
+            )
+        if self.recorder is not None:
+            try:
+                self.recorder.output(data)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def input(self, data: bytes) -> None:
+        if self.recorder is not None and self.recorder.record_input:
+            try:
+                self.recorder.input(data)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.resize(cols, rows)
+            except (OSError, ValueError, RecordingStopped) as exc:
+                self._recording_failed(exc)
+
+    def file_op(self, op: str, path: str, nbytes: int, result: str, seconds: float) -> None:
+        try:
+            m = self._obs.metrics
+            op_l = short_label(op)
+            m.sftp_ops.labels(op=op_l, result=short_label(result, 16)).inc()
+            m.sftp_seconds.labels(op=op_l).observe(max(0.0, seconds))
+            i = self.info
+            self._obs.submit(
+                session_event(
+                    i,
+                    _audit.FILE,
+                    op=op,
+                    path=path,
+                    bytes=nbytes,
+                    result=result,
+                    seconds=round(seconds, 6),
+                    via=i.kind,
+                )
+            )
+        except Exception:  # never into the data path
+            log.exception("file_op bookkeeping failed")
+
+    def end(self, exit_status: int | None, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._end(exit_status, reason)
+        except Exception:
+            log.exception("session end bookkeeping failed")
+
+    def _end(self, exit_status: int | None, reason: str) -> None:
+        if reason == "killed":
+            reason = self.kill_reason
+        self.exit_status = exit_status
+        self.end_reason = reason
+        duration = max(0.0, time.monotonic() - self._t0)
+        m = self._obs.metrics
+        m.sessions_ended.labels(**self._labels, result=label_or_other(reason, _END_RESULTS)).inc()
+        m.sessions_active.labels(**self._labels).dec()
+        m.session_duration.labels(**self._labels).observe(duration)
+        if self.recorder is not None:
+            rec, self.recorder = self.recorder, None
+            try:
+                rec.close()
+            except (OSError, ValueError) as exc:
+                self._obs.metrics.recording_errors.inc()
+                log.error("session recording incomplete: %s", exc)
+            self._obs.convert_later(rec)
+        ended_at = utcnow()
+        i = self.info
+        self._obs.session_ended(self)
+        self._obs.submit(
+            _audit.Record(
+                "session_end",
+                {
+                    "id": i.id,
+                    "ended_at": ended_at,
+                    "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out,
+                    "exit_status": exit_status,
+                    "end_reason": reason,
+                },
+            )
+        )
+        self._obs.submit(
+            session_event(
+                i,
+                _audit.SESSION_END,
+                kind=i.kind,
+                login=i.login,
+                command=i.command,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                exit_status=exit_status,
+                reason=reason,
+                duration=round(duration, 3),
+            )
+        )
+        log.info(
+            "session ended: %s %s@%s status=%s reason=%s in=%d out=%d %.1fs",
+            i.kind,
+            i.user,
+            i.container or "-",
+            exit_status,
+            reason,
+            self.bytes_in,
+            self.bytes_out,
+            duration,
+        )
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        """The recording ends here (the session goes on): an error, low disk space, or the size
+        cap. Counted as a recording error unless it is the size cap; audited either way."""
+        rec, self.recorder = self.recorder, None
+        if isinstance(exc, RecordingStopped) and not exc.low_disk:
+            log.warning("session recording stopped: %s (the session goes on)", exc)
+        else:
+            self._obs.metrics.recording_errors.inc()
+            log.error("session recording stopped: %s", exc)
+        i = self.info
+        self._obs.submit(
+            session_event(
+                i,
+                _audit.RECORDING_STOPPED,
+                reason=str(exc),
+                recording=str(self._recording_path) if self._recording_path else None,
+            )
+        )
+        if rec is not None:
+            with contextlib.suppress(OSError, ValueError):
+                rec.close()
+            self._obs.convert_later(rec)  # keep what was recorded until then
