@@ -63,6 +63,24 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self.newest_size: tuple[int, int] | None = None  # (rows, cols) of the last resize
         self._resize_queued = False
         self.dropped_requests = 0
+        self.kind: str | None = None  # known once the session started
+        self._ended = False
+
+    def __repr__(self) -> str:
+        if self._gone.is_set():
+            state = "CLOSED"
+        elif self._ended:
+            state = "ENDED"
+        elif self.kind is not None:
+            state = "RUNNING"
+        else:
+            state = "OPENING"
+        ident = self.gwconn.identity
+        who = "-"
+        if ident is not None:
+            who = "+".join(p for p in (ident.user, ident.target.container, ident.target.login) if p)
+        kind = self.kind or "session"
+        return f"<GatewaySession {self.session_id[:4]}… {kind} {who} [{state}]>"
 
     @property
     def chan(self) -> asyncssh.SSHServerChannel[bytes]:
@@ -148,6 +166,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         session_id_var.set(self.session_id[:12])
         pty = chan.get_terminal_type() is not None
         kind = classify_request(chan.get_subsystem(), chan.get_command())
+        self.kind = kind if ident.target.container is not None else "list"
         command = chan.get_command() if kind in ("exec", "scp") else None
         status = 1
         try:
@@ -168,6 +187,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             self._say(stderr, "internal error (logged on the gateway)", pty)
             status = 1
         finally:
+            self._ended = True
             if not self._gone.is_set():
                 try:
                     chan.exit(status)

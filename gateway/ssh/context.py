@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.engines import Container, DockerEngine
     from gateway.observe import Observer, SessionTrack
     from gateway.policy import Decision
+    from gateway.ssh.auth import Credential
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Identity:
     user: str
     groups: frozenset[str]
     target: Target
-    method: str
+    credential: Credential
 
 
 @dataclass(frozen=True, slots=True)

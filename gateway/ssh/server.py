@@ -11,20 +11,22 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import asyncssh
 
-from gateway.errors import BadLogin, GatewayError, StoreUnavailable
+from gateway.errors import GatewayError
 from gateway.observe.logs import conn_id_var
-from gateway.routing import Target, parse_login
+from gateway.ssh.auth import (
+    Credential,
+    LoginRequest,
+    begin_login,
+    key_credential,
+    password_credential,
+)
+from gateway.ssh.channel import GatewaySession
 from gateway.ssh.context import Gateway, Identity
 from gateway.ssh.limits import AuthTries
 from gateway.ssh.transport import coalesce_writes
-from gateway.store import AuthUser
-
-if TYPE_CHECKING:
-    from gateway.ssh.channel import GatewaySession
 
 __all__ = ["Gateway", "GatewayConnection", "Identity"]
 
@@ -42,9 +44,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self.remote = "-"
         self.conn: asyncssh.SSHServerConnection | None = None
         self.identity: Identity | None = None
-        self._target: Target | None = None
-        self._user: AuthUser | None = None
-        self._method = ""
+        # The user name being authenticated, and what the last successful check returned.
+        self._login: LoginRequest | None = None
+        self._credential: Credential | None = None
         self._closed = False
         # Limits (gateway.ssh.limits): the startup slot this connection holds until it
         # authenticates, its failed attempts, and its open session channels.
@@ -57,6 +59,21 @@ class GatewayConnection(asyncssh.SSHServer):
         self._failed_methods: set[str] = set()
         self._keys_rejected = 0
         self._sessions: set[GatewaySession] = set()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "CLOSED"
+        elif self.identity is not None:
+            state = "AUTHENTICATED"
+        elif self.conn is None:
+            state = "NEW"
+        elif not self._slot:
+            state = "REFUSED"  # too many unauthenticated connections
+        else:
+            state = "AUTHENTICATING"
+        user = self.identity.user if self.identity is not None else self._user_name()
+        peer = f"{user}@{self.remote}" if user else self.remote
+        return f"<GatewayConnection {self.conn_id[:4]}… {peer} [{state}]>"
 
     # Connection lifecycle -----------------------------------------------------------------
 
@@ -97,18 +114,11 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         conn_id_var.set(self.conn_id)
-        self._user = None
-        self._target = None
-        try:
-            self._target = parse_login(username)
-        except BadLogin as exc:
-            self._banner(f"sshgw: {exc.user_message} (expected USER+CONTAINER[+LOGIN])")
-            return True
-        try:
-            self._user = await self.gw.store.auth_user(self._target.user)
-        except StoreUnavailable:
-            log.error("conn %s: database unavailable during authentication", self.conn_id)
-            self._banner("sshgw: the gateway cannot reach its database; try again later")
+        self._login = None
+        self._credential = None
+        self._login, banner = await begin_login(self.gw.store, self.conn_id, username)
+        if banner is not None:
+            self._banner(banner)
         return True
 
     def _banner(self, text: str) -> None:
@@ -118,44 +128,30 @@ class GatewayConnection(asyncssh.SSHServer):
             except Exception as exc:  # the banner is a courtesy
                 log.debug("auth banner: %r", exc)
 
-    def _usable_user(self) -> AuthUser | None:
-        user = self._user
-        if user is None or user.disabled:
-            return None
-        return user
-
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def _user_name(self, username: str) -> str:
-        """The gateway user an attempt is for (the raw login name when it does not parse)."""
-        return self._target.user if self._target is not None else username[:64]
+    def _user_name(self) -> str | None:
+        """The gateway user the attempts are for, as audited."""
+        return self._login.user_name if self._login is not None else None
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        user = self._usable_user()
         fingerprint = key.get_fingerprint("sha256")
-        accepted = False
-        if user is not None:
-            for k in user.keys:
-                if k.fingerprint != fingerprint:
-                    continue
-                if not k.expired():
-                    accepted = True
-                break
+        credential = key_credential(self._login, fingerprint)
+        accepted = credential is not None
         # asyncssh asks this for a query and for a signed attempt alike: a refused key counts
         # once (gateway.ssh.limits.AuthTries), and is no audit event of its own — an agent
         # offering its keys in turn is normal. A login that fails with keys only is one event
         # when the connection ends.
         self._tries.key(fingerprint, accepted)
-        if accepted:
-            self._method = "publickey"
-            self._accepted_key = fingerprint
+        if credential is not None:
+            self._credential = credential
             return True
         self._keys_rejected += 1
         self.gw.observer.auth_attempt(
             "publickey",
             False,
-            self._target.user if self._target else None,
+            self._user_name(),
             self.remote,
             "key not accepted",
             audit=False,
@@ -172,26 +168,26 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.DisconnectError(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, TOO_MANY_FAILURES
             )
-        user = self._usable_user()
+        login = self._login or LoginRequest(username)
+        user = login.usable
         stored = user.password_hash if user is not None else None
         limits = self.gw.limits
-        keys = (("source", self.source), ("user", self._user_name(username)))
+        keys = (("source", self.source), ("user", login.throttle_name))
         # Earlier failures from this source or for this user: the attacker's connection
         # waits; the gateway does no work meanwhile (no thread, no hash).
         delay = limits.throttle.delay(*keys)
         if delay > 0:
             self.gw.observer.auth_throttled()
             await asyncio.sleep(delay)
-        ok = await limits.check_password(stored, password)
-        ok = ok and user is not None
-        if ok:
-            self._method = "password"
+        credential = password_credential(user, await limits.check_password(stored, password))
+        if credential is not None:
+            self._credential = credential
             return True
         limits.throttle.failed(*keys)
         self.gw.observer.auth_attempt(
             "password",
             False,
-            self._target.user if self._target else None,
+            self._user_name(),
             self.remote,
             "bad password",
             audit=False,
@@ -227,7 +223,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self._failed_first = method
             self.gw.limits.login_failed(
                 self.source,
-                self._target.user if self._target else None,
+                self._user_name(),
                 self.remote,
                 method,
                 "bad password" if method == "password" else "key not accepted",
@@ -241,7 +237,7 @@ class GatewayConnection(asyncssh.SSHServer):
     def write_failures(self) -> None:
         """Write what is held back: further failures, or a login that failed with keys only."""
         self.gw.limits.pending.discard(self)
-        user = self._target.user if self._target else None
+        user = self._user_name()
         reason = "too many authentication failures" if self._too_many else ""
         if self._failed_more:
             count, self._failed_more = self._failed_more, 0
@@ -272,33 +268,32 @@ class GatewayConnection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self._release()
         self.write_failures()
-        user = self._usable_user()
-        assert user is not None and self._target is not None
-        self.identity = Identity(user.name, user.groups, self._target, self._method)
-        self.gw.observer.auth_attempt(self._method, True, user.name, self.remote)
+        login, credential = self._login, self._credential
+        user = login.usable if login is not None else None
+        assert login is not None and login.target is not None
+        assert user is not None and credential is not None
+        self.identity = Identity(user.name, user.groups, login.target, credential)
+        self.gw.observer.auth_attempt(credential.method, True, user.name, self.remote)
         # Re-checked for every channel and by the revocation poller while the connection lives.
-        fp = getattr(self, "_accepted_key", None) if self._method == "publickey" else None
         close = self.conn.close if self.conn is not None else (lambda: None)
         self.gw.observer.connection_authenticated(
             self.conn_id,
             user.name,
             self.remote,
-            self._method,
+            credential.method,
             close,
-            key=fp,
-            password_hash=user.password_hash if self._method == "password" else None,
+            key=credential.key,
+            password_hash=credential.password_hash,
         )
         log.info(
             "conn %s: %s authenticated by %s from %s",
             self.conn_id,
             user.name,
-            self._method,
+            credential.method,
             self.remote,
         )
-        if self._method == "publickey":
-            fp = getattr(self, "_accepted_key", None)
-            if fp:
-                self.gw.tasks.spawn(self._touch_key(fp), name="key-used")
+        if credential.key:
+            self.gw.tasks.spawn(self._touch_key(credential.key), name="key-used")
 
     async def _touch_key(self, fingerprint: str) -> None:
         try:
@@ -323,8 +318,6 @@ class GatewayConnection(asyncssh.SSHServer):
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 f"too many sessions on this connection (at most {limit})",
             )
-        from gateway.ssh.channel import GatewaySession
-
         session = GatewaySession(self)
         self._sessions.add(session)
         return session

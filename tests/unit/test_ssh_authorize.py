@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,7 @@ from gateway.engines import Container
 from gateway.errors import AccessDenied, NoSuchContainer
 from gateway.policy import DenyReason, Grant, Right
 from gateway.routing import Target
+from gateway.ssh.auth import Credential
 from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial
 from gateway.ssh.context import Identity
 
@@ -17,11 +19,12 @@ WEB = Container("c0ffee" * 10, "web1", "busybox:1", "running", {"team": "a"})
 
 
 def ident(login: str | None = None, container: str = "web1") -> Identity:
-    return Identity("alice", frozenset({"devs"}), Target("alice", container, login), "publickey")
+    target = Target("alice", container, login)
+    return Identity("alice", frozenset({"devs"}), target, Credential("publickey", key="SHA256:k"))
 
 
-def grant(gid: int, rights: str, logins: tuple[str, ...] = (), **kw: object) -> Grant:
-    return Grant(gid, "web*", frozenset(rights.split(",")), user="alice", logins=logins, **kw)  # type: ignore[arg-type]
+def grant(gid: int, rights: str, logins: tuple[str, ...] = (), **kw: Any) -> Grant:
+    return Grant(gid, "web*", frozenset(rights.split(",")), user="alice", logins=logins, **kw)
 
 
 def test_each_kind_needs_its_right() -> None:
