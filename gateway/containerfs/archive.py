@@ -8,25 +8,20 @@ reads (``GET`` streams a tar, parsed here as hostile input), writes of whole fil
 and symlinks (``PUT`` of a tar we build). Removing, renaming and changing attributes of existing
 files are not possible without a process in the container and are refused with a clear message.
 
-Requests ask for ``Accept-Encoding: identity``: by default dockerd compresses on the fly (FACTS).
+The HTTP calls are the engine's (:meth:`~gateway.engines.base.Engine.archive_stat`,
+``archive_get``, ``archive_put``); their errors become :class:`FSError` here.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
-import json
 import logging
 import posixpath
 import stat as statmod
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any
-
-import aiodocker
-import aiohttp
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 from gateway.containerfs.errors import ContainerGone, FSError, Unsupported
 from gateway.containerfs.shell import Stat
@@ -42,7 +37,8 @@ from gateway.containerfs.tar import (
     padding,
     tar_header,
 )
-from gateway.engines.docker import DockerEngine
+from gateway.engines.base import ArchivePathError, ArchiveReader, Engine, PathStat
+from gateway.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,56 +46,17 @@ NO_SHELL = "not possible without a shell in the container"
 # A listing streams the whole tree below the directory; stop at some point.
 LIST_BYTES_LIMIT = 256 << 20
 LIST_ENTRIES_LIMIT = 100_000
-_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
-_IDENTITY = {"Accept-Encoding": "identity"}
-
-# Go's fs.FileMode bits.
-_GO_DIR = 1 << 31
-_GO_SYMLINK = 1 << 27
-_GO_DEVICE = 1 << 26
-_GO_PIPE = 1 << 25
-_GO_SOCKET = 1 << 24
-_GO_SETUID = 1 << 23
-_GO_SETGID = 1 << 22
-_GO_CHARDEV = 1 << 21
-_GO_STICKY = 1 << 20
 
 
-def go_mode_to_posix(mode: int) -> int:
-    perm = mode & 0o777
-    if mode & _GO_SETUID:
-        perm |= statmod.S_ISUID
-    if mode & _GO_SETGID:
-        perm |= statmod.S_ISGID
-    if mode & _GO_STICKY:
-        perm |= statmod.S_ISVTX
-    if mode & _GO_DIR:
-        kind = statmod.S_IFDIR
-    elif mode & _GO_SYMLINK:
-        kind = statmod.S_IFLNK
-    elif mode & _GO_PIPE:
-        kind = statmod.S_IFIFO
-    elif mode & _GO_SOCKET:
-        kind = statmod.S_IFSOCK
-    elif mode & _GO_DEVICE:
-        kind = statmod.S_IFCHR if mode & _GO_CHARDEV else statmod.S_IFBLK
-    else:
-        kind = statmod.S_IFREG
-    return kind | perm
-
-
-def _parse_time(text: str) -> int:
+@contextmanager
+def _engine_errors(path: bytes) -> Iterator[None]:
+    """The engine's errors as file errors naming ``path``."""
     try:
-        head, _, frac = text.rstrip("Z").partition(".")
-        zone = "+00:00" if text.endswith("Z") else ""
-        if not zone and ("+" in frac or "-" in frac):
-            for sign in "+-":
-                if sign in frac:
-                    frac, _, z = frac.partition(sign)
-                    zone = sign + z
-        return int(datetime.fromisoformat(head + (zone or "+00:00")).timestamp())
-    except ValueError:
-        return 0
+        yield
+    except ArchivePathError as exc:
+        raise FSError(exc.code, path, exc.detail) from None
+    except EngineUnavailable as exc:
+        raise _engine_silent(exc) from None
 
 
 def _member_stat(m: TarMember) -> Stat:
@@ -124,24 +81,16 @@ def _member_stat(m: TarMember) -> Stat:
 class ArchiveStream:
     """A file's bytes from a ``GET archive`` tar stream (the same interface as a OneShot)."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, cm: Any) -> None:
-        self._resp = resp
-        self._cm = cm
+    def __init__(self, reader: ArchiveReader) -> None:
+        self._reader = reader
         self.stderr = bytearray()
         self.pid: int | None = None
-        self._eof = False
 
     async def read(self) -> bytes | None:
-        if self._eof:
-            return None
         try:
-            chunk = await self._resp.content.readany()
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            raise ContainerGone("the archive stream from the engine broke") from None
-        if not chunk:
-            self._eof = True
-            return None
-        return chunk
+            return await self._reader.read()
+        except EngineUnavailable as exc:
+            raise ContainerGone(exc.user_message) from None
 
     async def wait(self, timeout: float = 30.0) -> int:
         return 0
@@ -150,63 +99,29 @@ class ArchiveStream:
         await self.close()
 
     async def close(self) -> None:
-        # Close the connection itself: a half-read body must not go back to the pool.
-        if not self._eof:
-            self._resp.close()
-        try:
-            await self._cm.__aexit__(None, None, None)
-        except Exception as exc:
-            log.debug("closing an archive stream: %r", exc)
+        await self._reader.close()
 
 
 class ArchiveBackend:
-    def __init__(self, engine: DockerEngine, container_id: str) -> None:
+    def __init__(self, engine: Engine, container_id: str) -> None:
         self.engine = engine
         self.container_id = container_id
 
-    def _client(self) -> aiodocker.Docker:
-        return self.engine._client()
-
     # Metadata ------------------------------------------------------------------------------
 
-    async def head(self, path: bytes) -> dict[str, Any]:
-        """The engine's lstat of ``path`` (name, size, mode, mtime, linkTarget)."""
-        docker = self._client()
-        try:
-            # Not through aiodocker's query helper: it cannot read the empty body of a HEAD error.
-            await docker._check_version()
-            url = docker._canonicalize_url(f"containers/{self.container_id}/archive")
-            async with docker.session.head(
-                url, params={"path": path.decode("utf-8", "surrogateescape")}
-            ) as resp:
-                status = resp.status
-                header = resp.headers.get("X-Docker-Container-Path-Stat", "")
-        except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _engine_silent(exc) from None
-        if status == 404:
-            raise FSError(errno.ENOENT, path)
-        if status != 200:
-            raise FSError(errno.EIO, path, f"the engine answered HTTP {status}")
-        try:
-            data = json.loads(base64.b64decode(header))
-            if not isinstance(data, dict):
-                raise ValueError
-            return data
-        except ValueError:
-            raise FSError(errno.EIO, path, "unexpected answer from the engine") from None
+    async def head(self, path: bytes) -> PathStat:
+        """The engine's lstat of ``path`` (name, size, mode, mtime, link target)."""
+        with _engine_errors(path):
+            return await self.engine.archive_stat(self.container_id, path)
 
     async def stat(self, path: bytes, follow: bool) -> Stat:
         data = await self.head(path)
-        mode = go_mode_to_posix(int(data.get("mode", 0)))
-        if follow and statmod.S_ISLNK(mode):
-            target = str(data.get("linkTarget") or "")
-            if not target.startswith("/"):
+        if follow and statmod.S_ISLNK(data.mode):
+            if not data.link_target.startswith(b"/"):
                 raise FSError(errno.ENOENT, path, "dangling symbolic link")
-            data = await self.head(target.encode("utf-8", "surrogateescape"))
-            mode = go_mode_to_posix(int(data.get("mode", 0)))
-        mtime = _parse_time(str(data.get("mtime", "")))
-        return Stat(mode=mode, uid=0, gid=0, size=int(data.get("size", 0)), atime=mtime,
-                    mtime=mtime, nlink=1)  # fmt: skip
+            data = await self.head(data.link_target)
+        return Stat(mode=data.mode, uid=0, gid=0, size=data.size, atime=data.mtime,
+                    mtime=data.mtime, nlink=1)  # fmt: skip
 
     async def resolve(self, path: bytes, follow: bool) -> bytes:
         """The path with the last component's link resolved by the engine (when following)."""
@@ -219,9 +134,8 @@ class ArchiveBackend:
             if exc.code == errno.ENOENT:
                 return norm
             raise
-        target = str(data.get("linkTarget") or "")
-        if target.startswith("/"):
-            return posixpath.normpath(target.encode("utf-8", "surrogateescape"))
+        if data.link_target.startswith(b"/"):
+            return posixpath.normpath(data.link_target)
         return norm
 
     async def readlink(self, path: bytes) -> bytes:
@@ -296,27 +210,8 @@ class ArchiveBackend:
         return await ctx.__aenter__()
 
     async def put(self, folder: bytes, body: AsyncIterator[bytes], shown: bytes) -> None:
-        try:
-            async with self._client()._query(
-                f"containers/{self.container_id}/archive",
-                method="PUT",
-                params={"path": folder.decode("utf-8", "surrogateescape")},
-                data=body,
-                headers={"Content-Type": "application/x-tar", **_IDENTITY},
-                timeout=_STREAM_TIMEOUT,
-            ) as resp:
-                await resp.read()
-        except aiodocker.DockerError as exc:
-            code = (
-                errno.ENOENT
-                if exc.status == 404
-                else errno.EACCES
-                if exc.status == 403
-                else errno.EIO
-            )
-            raise FSError(code, shown, None if code != errno.EIO else str(exc.message)) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _engine_silent(exc) from None
+        with _engine_errors(shown):
+            await self.engine.archive_put(self.container_id, folder, body)
 
     async def put_member(
         self, path: bytes, member_type: bytes, mode: int, linkname: bytes = b""
@@ -359,21 +254,9 @@ class _GetContext:
         self._stream: ArchiveStream | None = None
 
     async def __aenter__(self) -> ArchiveStream:
-        cm = self.backend._client()._query(
-            f"containers/{self.backend.container_id}/archive",
-            method="GET",
-            params={"path": self.path.decode("utf-8", "surrogateescape")},
-            headers=_IDENTITY,
-            timeout=_STREAM_TIMEOUT,
-        )
-        try:
-            resp = await cm.__aenter__()
-        except aiodocker.DockerError as exc:
-            code = errno.ENOENT if exc.status == 404 else errno.EIO
-            raise FSError(code, self.path) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _engine_silent(exc) from None
-        self._stream = ArchiveStream(resp, cm)
+        with _engine_errors(self.path):
+            reader = await self.backend.engine.archive_get(self.backend.container_id, self.path)
+        self._stream = ArchiveStream(reader)
         return self._stream
 
     async def __aexit__(self, *exc: object) -> None:
@@ -385,7 +268,7 @@ def no_shell(what: str) -> Unsupported:
     return Unsupported(f"{what}: {NO_SHELL}")
 
 
-def _engine_silent(exc: BaseException) -> ContainerGone:
+def _engine_silent(exc: EngineUnavailable) -> ContainerGone:
     """The engine did not answer: the detail goes to the log, the user gets one plain line."""
-    log.warning("archive API: the engine did not answer: %r", exc)
+    log.warning("archive API: the engine did not answer: %s", exc.user_message)
     return ContainerGone("the container engine did not answer; try again later")

@@ -28,7 +28,7 @@ from gateway.containerfs.files import SMALL_READ, ArchiveWriteFile, ReadFile, Wr
 from gateway.containerfs.helper import LIST_LIMIT, HelperInfo, OneShot, ShellHelper
 from gateway.containerfs.shell import Stat, classify, parse_id_map, parse_listing, parse_stat
 from gateway.containerfs.tar import DIRECTORY, SYMLINK
-from gateway.engines.docker import Container, DockerEngine
+from gateway.engines.base import Container, Engine
 from gateway.policy import normalize_prefix, path_allowed
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ContainerFS:
 
     def __init__(
         self,
-        engine: DockerEngine,
+        engine: Engine,
         container: Container,
         login: str,
         paths: tuple[str, ...] = (),

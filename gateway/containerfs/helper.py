@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
 from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command, find_reply
-from gateway.engines.docker import STDERR, STDOUT, DockerEngine, ExecStream, container_gone_text
+from gateway.engines.base import STDERR, STDOUT, Engine, ExecStream, container_gone_text
 from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,7 @@ class HelperInfo:
     uid: int | None = None
 
 
-async def _start_exec(
-    engine: DockerEngine, container_id: str, login: str, script: str
-) -> ExecStream:
+async def _start_exec(engine: Engine, container_id: str, login: str, script: str) -> ExecStream:
     try:
         return await engine.exec(
             container_id, ["sh", "-c", script], user=login, env=EXEC_ENV, workdir="/"
@@ -49,6 +47,22 @@ async def _start_exec(
         raise FSError(errno.EIO, b"", exc.user_message) from None
     except EngineUnavailable as exc:
         raise ContainerGone(exc.public_message) from None
+
+
+async def _leftover(stream: ExecStream, keep: int) -> tuple[bytes, bytes]:
+    """What a stream that was given up still holds: up to ``keep`` bytes of stdout and of
+    stderr, read for at most 5 s (only what had arrived: the stream is closed)."""
+    out = bytearray()
+    err = bytearray()
+    try:
+        async with asyncio.timeout(5.0):
+            while (msg := await stream.read()) is not None:
+                kind, chunk = msg
+                buf = out if kind == STDOUT else err
+                buf += chunk[: max(0, keep - len(buf))]
+    except (TimeoutError, GatewayError, OSError) as exc:
+        log.debug("helper output after its end: %r", exc)
+    return bytes(out), bytes(err)
 
 
 def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
@@ -68,7 +82,7 @@ def _start_failure(code: int | None, out: bytes, login: str) -> FSError:
 class ShellHelper:
     """One ``sh`` per session answering requests (see :mod:`gateway.containerfs.shell`)."""
 
-    def __init__(self, engine: DockerEngine, container_id: str, login: str) -> None:
+    def __init__(self, engine: Engine, container_id: str, login: str) -> None:
         self.engine = engine
         self.container_id = container_id
         self.login = login
@@ -100,12 +114,17 @@ class ShellHelper:
             try:
                 await self._stream.write(self._key + b"\n")
             except (GatewayError, AssertionError, OSError):
+                # Ended before it read a byte (an unknown login, no sh): its output says why.
+                await self._kill()
                 raise ContainerGone() from None
             code, body = await self._call_locked(b"q_init", DEFAULT_LIMIT, 60.0)
         except ContainerGone:
             dead, output = self._dead
             exit_code: int | None = None
             if dead is not None:
+                rest, err = await _leftover(dead, STDERR_KEEP - len(output))
+                output += rest
+                self._stderr += err[: STDERR_KEEP - len(self._stderr)]
                 try:
                     exit_code = await dead.wait(timeout=5.0)
                 except EngineUnavailable:
@@ -172,7 +191,7 @@ class ShellHelper:
                     if data:
                         await stream.write(data)
                 except (GatewayError, AssertionError, OSError) as exc:
-                    # aiodocker asserts when the connection is already gone
+                    # a stream may assert when its connection is already gone
                     log.debug("helper write failed: %r", exc)
                     raise ContainerGone() from None
                 buf = self._buf
@@ -240,7 +259,7 @@ class OneShot:
     @classmethod
     async def start(
         cls,
-        engine: DockerEngine,
+        engine: Engine,
         container_id: str,
         login: str,
         line: bytes,

@@ -27,10 +27,10 @@ import logging
 import ssl
 from collections import deque
 
+from gateway.engines.base import STDERR, STDOUT
+
 log = logging.getLogger(__name__)
 
-STDOUT = 1
-STDERR = 2
 _ENGINE_ERROR = 3
 
 READ_AHEAD_MIN = 64 * 1024

@@ -1,0 +1,187 @@
+"""What the gateway needs from a container engine: the :class:`Engine` protocol and its values.
+
+Pure: no HTTP or engine library. ``containerfs``, ``sftp`` and ``ssh`` type against these names;
+an implementation (:class:`~gateway.engines.docker.DockerEngine`) raises only the project's own
+errors (:mod:`gateway.errors` and :class:`ArchivePathError` below), never a library's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.errors import GatewayError
+
+__all__ = [
+    "STDERR",
+    "STDOUT",
+    "ArchivePathError",
+    "ArchiveReader",
+    "Container",
+    "Engine",
+    "ExecStream",
+    "PathStat",
+    "container_gone_text",
+]
+
+# Which stream a piece of a process's output came from.
+STDOUT = 1
+STDERR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    name: str
+    image: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # The image's configured user ("" means root).
+    user: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+# What an engine says when a process cannot start because its container is stopping or gone.
+_GONE_PHRASES = (
+    "not running",
+    "is paused",
+    "stopped state",
+    "deleted state",
+    "ttrpc: closed",
+    "is restarting",
+    "no such container",
+)
+
+
+def container_gone_text(text: str) -> bool:
+    """True when an engine error text means the container is not running (any more)."""
+    lower = text.lower()
+    return any(p in lower for p in _GONE_PHRASES)
+
+
+@dataclass(frozen=True, slots=True)
+class PathStat:
+    """The engine's lstat of a path in a container (archive API): POSIX mode, size, mtime."""
+
+    name: str
+    size: int
+    mode: int
+    mtime: int
+    # Where a symbolic link points, as the engine resolved it ("" when not a link).
+    link_target: bytes = b""
+
+
+class ArchivePathError(GatewayError):
+    """The engine refused an archive operation on a path: ``code`` is an errno value."""
+
+    def __init__(self, code: int, detail: str | None = None) -> None:
+        super().__init__(detail or os.strerror(code))
+        self.code = code
+        self.detail = detail
+
+    @classmethod
+    def from_status(cls, status: int, detail: str | None = None) -> ArchivePathError:
+        """404 is a missing path, 403 a refused one; anything else an I/O error with ``detail``."""
+        if status == 404:
+            return cls(errno.ENOENT)
+        if status == 403:
+            return cls(errno.EACCES)
+        return cls(errno.EIO, detail)
+
+
+class ExecStream(Protocol):
+    """One process running inside a container: bytes in, bytes out, an exit code.
+
+    Reads give ``(STDOUT|STDERR, data)`` tuples or ``None`` at the end of output.
+    """
+
+    @property
+    def exec_id(self) -> str: ...
+
+    @property
+    def tty(self) -> bool: ...
+
+    async def read(self) -> tuple[int, bytes] | None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    async def resize(self, rows: int, cols: int) -> bool: ...
+
+    async def wait(self, timeout: float = 10.0) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class ArchiveReader(Protocol):
+    """A tar stream of a path in a container (archive API); close it when done."""
+
+    async def read(self) -> bytes | None: ...
+
+    async def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """A container engine: its containers, processes in them and their files (archive API).
+
+    Errors are the project's own: :class:`~gateway.errors.EngineUnavailable`,
+    :class:`~gateway.errors.NoSuchContainer`, :class:`~gateway.errors.ExecFailed` and, for
+    archive paths, :class:`ArchivePathError`.
+    """
+
+    @property
+    def endpoint(self) -> str: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_containers(self, all: bool = True) -> list[Container]: ...
+
+    async def resolve(self, ref: str) -> Container: ...
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        workdir: str | None = None,
+        stdin: bool = True,
+    ) -> ExecStream: ...
+
+    async def inspect_exec(self, exec_id: str) -> dict[str, Any]: ...
+
+    async def resize_exec(self, exec_id: str, rows: int, cols: int) -> None: ...
+
+    async def run(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        input: bytes | None = None,
+        limit: int = 1 << 20,
+        timeout: float = 30.0,
+    ) -> tuple[int, bytes, bytes]: ...
+
+    async def archive_stat(self, container_id: str, path: bytes) -> PathStat: ...
+
+    async def archive_get(self, container_id: str, path: bytes) -> ArchiveReader: ...
+
+    async def archive_put(
+        self, container_id: str, folder: bytes, body: AsyncIterator[bytes]
+    ) -> None: ...
