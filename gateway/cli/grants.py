@@ -144,7 +144,7 @@ def list_(
 
     async def go() -> list[Grant]:
         async with open_store(cfg) as store:
-            return await store.list_grants()
+            return await store.all_grants()
 
     grants = run(go())
     if as_json:

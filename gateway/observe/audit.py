@@ -48,7 +48,6 @@ SESSION_START = "session.start"
 SESSION_END = "session.end"
 FILE = "file"
 DENIED = "denied"
-ADMIN = "admin"
 # A session's recording ended early (size cap, low disk space, write error); the session went on.
 RECORDING_STOPPED = "recording.stopped"
 # A live connection's user or credential was revoked (user disabled/removed, key removed, ...).

@@ -18,7 +18,6 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 
 _SFTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 
 SESSION_KINDS = ("shell", "exec", "sftp", "scp", "list")
-SESSION_RESULTS = ("exit", "client_gone", "container_gone", "killed", "error")
 
 
 def label_or_other(value: str, allowed: frozenset[str], other: str = "other") -> str:

@@ -30,17 +30,7 @@ from gateway.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "KILL_MESSAGE",
-    "REVOKED",
-    "LiveConn",
-    "Observer",
-    "SessionInfo",
-    "SessionTrack",
-]
-
-# What a user sees when an administrator ends the session (`sshgw sessions kill ID`).
-KILL_MESSAGE = "sshgw: this session was ended by an administrator"
+__all__ = ["Observer", "SessionInfo", "SessionTrack"]
 
 _DENY_REASONS = frozenset(
     {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}

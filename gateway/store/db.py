@@ -87,9 +87,7 @@ def _reason(exc: BaseException) -> str:
         if isinstance(candidate, socket.gaierror):
             return "cannot resolve the database host"
     text = str(orig).strip() or orig.__class__.__name__
-    if "Multiple exceptions" in text and "Connect call failed" in text:
-        return "connection refused"
-    if "Connect call failed" in text:
+    if "Connect call failed" in text:  # asyncpg, also inside "Multiple exceptions: ..."
         return "connection refused"
     line = text.splitlines()[0]
     if "[SQL:" in line:

@@ -141,6 +141,7 @@ class GrantsRepo(Database):
         return found[0]
 
     async def list_grants(self) -> list[Grant]:
+        """The old name of :meth:`all_grants` (tests/integration/test_store.py still uses it)."""
         return await self.all_grants()
 
     async def remove_grant(self, grant_id: int) -> None:
