@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Required, TypedDict, Unpack
 
 from gateway.errors import InvalidInput
 from gateway.routing import LOGIN_RE
@@ -342,28 +343,32 @@ class GrantSpec:
     paths: tuple[str, ...]  # normalized absolute prefixes, each once
 
 
-def check_grant(
-    *,
-    user: str | None = None,
-    group: str | None = None,
-    target: str,
-    labels: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-    rights: str | Iterable[str],
-    logins: Sequence[str] = (),
-    paths: Sequence[str] = (),
-) -> GrantSpec:
+class GrantFields(TypedDict, total=False):
+    """The fields of a new grant as people give them (``sshgw grant add``, ``Store.add_grant``)."""
+
+    user: str | None
+    group: str | None
+    target: Required[str]
+    labels: Mapping[str, str] | Iterable[tuple[str, str]]
+    rights: Required[str | Iterable[str]]
+    logins: Sequence[str]
+    paths: Sequence[str]
+
+
+def check_grant(**fields: Unpack[GrantFields]) -> GrantSpec:
     """Validate a new grant for exactly one of ``user`` / ``group``; raise
     :class:`~gateway.errors.InvalidInput` with a message for people otherwise."""
+    user, group = fields.get("user"), fields.get("group")
     if (user is None) == (group is None):
         raise InvalidInput("a grant needs exactly one subject: a user or a group")
     return GrantSpec(
         user=user,
         group=group,
-        target=check_target(target),
-        labels=tuple(check_labels(labels).items()),
-        rights=check_rights(rights),
-        logins=check_logins(logins),
-        paths=check_paths(paths),
+        target=check_target(fields.get("target", "")),
+        labels=tuple(check_labels(fields.get("labels", ())).items()),
+        rights=check_rights(fields.get("rights", "")),
+        logins=check_logins(fields.get("logins", ())),
+        paths=check_paths(fields.get("paths", ())),
     )
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.errors import NotFound
-from gateway.policy import Grant, check_grant
+from gateway.policy import Grant, GrantFields, check_grant
 from gateway.store.db import Database
 from gateway.store.models import GrantRow, Group, GroupMember, User, as_utc
 
@@ -92,29 +91,15 @@ class GrantsRepo(Database):
     async def add_grant(
         self,
         *,
-        user: str | None = None,
-        group: str | None = None,
-        target: str,
-        labels: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        rights: str | Iterable[str],
-        logins: Sequence[str] = (),
-        paths: Sequence[str] = (),
         expires_at: datetime | None = None,
         record: bool = True,
+        **fields: Unpack[GrantFields],
     ) -> int:
         """Add a grant for exactly one of ``user`` / ``group``; returns its id."""
-        spec = check_grant(
-            user=user,
-            group=group,
-            target=target,
-            labels=labels,
-            rights=rights,
-            logins=logins,
-            paths=paths,
-        )
+        spec = check_grant(**fields)
         async with self._tx() as s:
-            uid = await self._user_id(s, user) if user is not None else None
-            gid = await self._group_id(s, group) if group is not None else None
+            uid = await self._user_id(s, spec.user) if spec.user is not None else None
+            gid = await self._group_id(s, spec.group) if spec.group is not None else None
             row = GrantRow(
                 user_id=uid,
                 group_id=gid,
