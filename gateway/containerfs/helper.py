@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
-from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, command, find_reply
+from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, classify, command, find_reply
 from gateway.engines.base import STDERR, STDOUT, Engine, ExecStream, container_gone_text
 from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
@@ -92,9 +92,20 @@ class ShellHelper:
         self._stderr = bytearray()
         self._closed = False
         self.info: HelperInfo | None = None
-        self.requests = 0
         self._dead: tuple[ExecStream | None, bytes] = (None, b"")
         self._key = b""
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "CLOSED"
+        elif self._stream is None:
+            state = "NOT STARTED" if self._dead[0] is None else "DEAD"
+        elif self.info is None:
+            state = "STARTING"
+        else:
+            state = "BUSY" if self._lock.locked() else "IDLE"
+        who = f"{self.login or 'image user'}@{self.container_id[:12]}"
+        return f"<ShellHelper {who} [{state}]>"
 
     async def start(self) -> HelperInfo:
         async with self._lock:
@@ -173,7 +184,6 @@ class ShellHelper:
         async with self._lock:
             if self._stream is None or self.info is None:
                 await self._start()
-            self.requests += 1
             return await self._call_locked(line, limit, timeout, data)
 
     async def _call_locked(
@@ -248,13 +258,19 @@ class OneShot:
     connection alone leaves a blocked writer behind: Docker cannot signal an exec).
     """
 
-    def __init__(self, stream: ExecStream) -> None:
+    def __init__(self, stream: ExecStream, stopper: ShellHelper | None = None) -> None:
         self._stream = stream
+        # Stops the process when the stream is given up half-way (see :meth:`stop`).
+        self._stopper = stopper
         self.stderr = bytearray()
         self.exit_code: int | None = None
         self.pid: int | None = None
         self._early: list[bytes] = []
         self._eof = False
+
+    def __repr__(self) -> str:
+        state = "OUTPUT ENDED" if self._eof else "STREAMING"
+        return f"<OneShot pid {self.pid} [{state}] {self._stream!r}>"
 
     @classmethod
     async def start(
@@ -263,12 +279,16 @@ class OneShot:
         container_id: str,
         login: str,
         line: bytes,
+        stopper: ShellHelper | None = None,
     ) -> OneShot:
-        """Start ``line`` (a shell command line built with :func:`~.shell.sq`)."""
+        """Start ``line`` (a shell command line built with :func:`~.shell.sq`).
+
+        ``stopper``: the helper that can stop the process if the stream is given up.
+        """
         if b"\n" in line:
             raise ValueError("a one-shot command is one line")
         stream = await _start_exec(engine, container_id, login, ONESHOT_SCRIPT)
-        shot = cls(stream)
+        shot = cls(stream, stopper)
         try:
             await stream.write(line + b"\n")
             async with asyncio.timeout(60):
@@ -322,10 +342,6 @@ class OneShot:
                 self.stderr += chunk[: STDERR_KEEP - len(self.stderr)]
         return None
 
-    @property
-    def ended(self) -> bool:
-        return self._eof
-
     async def write(self, data: bytes) -> None:
         try:
             await self._stream.write(data)
@@ -347,7 +363,7 @@ class OneShot:
         except EngineUnavailable as exc:
             raise ContainerGone(exc.public_message) from None
         finally:
-            await self._stream.close()
+            await self.close()
         return self.exit_code
 
     async def wait(self, timeout: float = 30.0) -> int:
@@ -357,14 +373,21 @@ class OneShot:
             raise ContainerGone(exc.public_message) from None
         return self.exit_code
 
-    async def stop(self, helper: ShellHelper | None) -> None:
+    async def check_end(self) -> None:
+        """After the end of output: an FSError when the process failed (told by its stderr)."""
+        if await self.wait() != 0:
+            err = classify(bytes(self.stderr))
+            raise FSError(err, b"", None if err != errno.EIO else "read failed")
+
+    async def stop(self) -> None:
         """Give up on the stream: stop the process if it may still run, then disconnect."""
+        helper = self._stopper
         if not self._eof and self.pid is not None and helper is not None:
             try:
                 await helper.call("q_kill", self.pid, timeout=30.0)
             except FSError as exc:
                 log.debug("cannot stop process %s: %s", self.pid, exc.user_message)
-        await self._stream.close()
+        await self.close()
 
     async def close(self) -> None:
         await self._stream.close()

@@ -234,10 +234,6 @@ class TarReader:
         self._zero_block_seen = False
         self.offset = 0  # bytes consumed so far (for messages)
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
     def feed(self, data: bytes) -> None:
         if self._eof:
             raise TarError("data after the end of the stream")

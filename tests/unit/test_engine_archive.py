@@ -1,4 +1,5 @@
-"""The pure pieces of the Docker archive API: Go file modes, times and the path-stat header."""
+"""Pure pieces of the Docker engine: the archive API's Go file modes, times and path-stat
+header; the exec stream's repr."""
 
 from __future__ import annotations
 
@@ -9,32 +10,27 @@ import stat as statmod
 import pytest
 
 from gateway.engines.archive import go_mode_to_posix, parse_time, stat_from_header
+from gateway.engines.docker import DockerExecStream
 
-GO_DIR = 1 << 31
-GO_SYMLINK = 1 << 27
-GO_DEVICE = 1 << 26
-GO_PIPE = 1 << 25
-GO_SOCKET = 1 << 24
-GO_SETUID = 1 << 23
-GO_SETGID = 1 << 22
-GO_CHARDEV = 1 << 21
-GO_STICKY = 1 << 20
+# Go's fs.FileMode: the type and special bits sit at the top of a uint32.
+DIR, SYMLINK, DEVICE, PIPE, SOCKET = 0x80000000, 0x08000000, 0x04000000, 0x02000000, 0x01000000
+SETUID, SETGID, CHARDEV, STICKY = 0x00800000, 0x00400000, 0x00200000, 0x00100000
 
 
 @pytest.mark.parametrize(
     ("go", "posix"),
     [
         (0o644, statmod.S_IFREG | 0o644),
-        (GO_DIR | 0o755, statmod.S_IFDIR | 0o755),
-        (GO_SYMLINK | 0o777, statmod.S_IFLNK | 0o777),
-        (GO_PIPE | 0o600, statmod.S_IFIFO | 0o600),
-        (GO_SOCKET | 0o755, statmod.S_IFSOCK | 0o755),
-        (GO_DEVICE | GO_CHARDEV | 0o666, statmod.S_IFCHR | 0o666),
-        (GO_DEVICE | 0o660, statmod.S_IFBLK | 0o660),
-        (GO_SETUID | 0o755, statmod.S_IFREG | statmod.S_ISUID | 0o755),
-        (GO_SETGID | GO_DIR | 0o775, statmod.S_IFDIR | statmod.S_ISGID | 0o775),
-        (GO_STICKY | GO_DIR | 0o777, statmod.S_IFDIR | statmod.S_ISVTX | 0o777),
-        (GO_SETUID | GO_SETGID | GO_STICKY | 0o700, statmod.S_IFREG | 0o7700),
+        (DIR | 0o755, statmod.S_IFDIR | 0o755),
+        (SYMLINK | 0o777, statmod.S_IFLNK | 0o777),
+        (PIPE | 0o600, statmod.S_IFIFO | 0o600),
+        (SOCKET | 0o755, statmod.S_IFSOCK | 0o755),
+        (DEVICE | CHARDEV | 0o666, statmod.S_IFCHR | 0o666),
+        (DEVICE | 0o660, statmod.S_IFBLK | 0o660),
+        (SETUID | 0o755, statmod.S_IFREG | statmod.S_ISUID | 0o755),
+        (SETGID | DIR | 0o775, statmod.S_IFDIR | statmod.S_ISGID | 0o775),
+        (STICKY | DIR | 0o777, statmod.S_IFDIR | statmod.S_ISVTX | 0o777),
+        (SETUID | SETGID | STICKY | 0o700, statmod.S_IFREG | 0o7700),
     ],
 )
 def test_go_mode_to_posix(go: int, posix: int) -> None:
@@ -72,7 +68,7 @@ def test_stat_from_header() -> None:
             {
                 "name": "link",
                 "size": 9,
-                "mode": GO_SYMLINK | 0o777,
+                "mode": SYMLINK | 0o777,
                 "mtime": "2024-05-06T07:08:09Z",
                 "linkTarget": "/srv/ütf",
             }
@@ -84,7 +80,7 @@ def test_stat_from_header() -> None:
 
 
 def test_stat_from_header_without_link() -> None:
-    st = stat_from_header(_header({"name": "d", "size": 4096, "mode": GO_DIR | 0o700}))
+    st = stat_from_header(_header({"name": "d", "size": 4096, "mode": DIR | 0o700}))
     assert st.mode == statmod.S_IFDIR | 0o700 and st.link_target == b"" and st.mtime == 0
 
 
@@ -102,3 +98,24 @@ def test_stat_from_header_without_link() -> None:
 def test_stat_from_header_refuses_what_is_not_one(header: str) -> None:
     with pytest.raises(ValueError):
         stat_from_header(header)
+
+
+class _Quiet:
+    def write_eof(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def test_exec_stream_repr_shows_its_state() -> None:
+    st = DockerExecStream(None, "ab" * 32, _Quiet(), tty=False)  # type: ignore[arg-type]
+    assert repr(st) == "<DockerExecStream abababababab [OPEN]>"
+    st.write_eof()
+    assert repr(st) == "<DockerExecStream abababababab [INPUT CLOSED]>"
+    await st.close()
+    assert repr(st) == "<DockerExecStream abababababab [CLOSED]>"
+    st.exit_code = 3
+    assert repr(st) == "<DockerExecStream abababababab [EXITED 3]>"
+    tty = DockerExecStream(None, "cd" * 32, _Quiet(), tty=True)  # type: ignore[arg-type]
+    assert repr(tty) == "<DockerExecStream cdcdcdcdcdcd [OPEN, TTY]>"
