@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.containerfs.errors import ContainerGone, FSError, NoShell
-from gateway.containerfs.shell import HELPER_SCRIPT, ONESHOT_SCRIPT, classify, command, find_reply
+from gateway.containerfs.scripts import HELPER_SCRIPT, ONESHOT_SCRIPT
+from gateway.containerfs.shell import classify, command, find_reply
 from gateway.engines.base import STDERR, STDOUT, Engine, ExecStream, container_gone_text
 from gateway.errors import EngineUnavailable, ExecFailed, GatewayError, NoSuchContainer
 
@@ -119,7 +120,7 @@ class ShellHelper:
         self._buf.clear()
         self._stderr.clear()
         self._stream = await _start_exec(self.engine, self.container_id, self.login, HELPER_SCRIPT)
-        # The session key: every request line must start with it (see shell.HELPER_SCRIPT).
+        # The session key: every request line must start with it (see scripts.HELPER_SCRIPT).
         self._key = os.urandom(16).hex().encode()
         try:
             try:

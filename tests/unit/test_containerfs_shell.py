@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.containerfs.scripts import HELPER_SCRIPT
 from gateway.containerfs.shell import (
-    HELPER_SCRIPT,
     ParseError,
     Stat,
     classify,
