@@ -229,36 +229,52 @@ class Bridge:
         self, stdout: asyncssh.SSHWriter[bytes], stderr: asyncssh.SSHWriter[bytes]
     ) -> None:
         marks = self.marks
-        while (msg := await self.stream.read()) is not None:
+        while True:
+            # Room at the client first, then the next output: while the client is slow the
+            # output waits in the engine stream's (adaptive) read-ahead, and this task holds
+            # no chunk of its own (500 slow sessions held 500 joined chunks of up to 256 KiB).
+            await self._room(stdout)
+            msg = await self.stream.read()
+            if msg is None:
+                break
             out = marks.feed(*msg)
+            del msg
             if marks.pid is not None and self.pid is None:
                 self.pid = marks.pid
                 self.ready.set()
                 if self.pty:
                     self.s.gw.tasks.spawn(self._resize(), name="initial-resize")
-            for kind, data in out:
-                await self._emit(kind, data, stdout, stderr)
+            self._write(out, stdout, stderr)
+            del out
+        await self._room(stdout)  # all output on its way before the exit status
         # The output ended before the wrapper spoke: kept for the failure explanation.
         self._unsent = marks.finish()
 
-    async def _emit(
+    def _write(
         self,
-        kind: int,
-        data: bytes,
+        out: list[tuple[int, bytes]],
         stdout: asyncssh.SSHWriter[bytes],
         stderr: asyncssh.SSHWriter[bytes],
     ) -> None:
-        writer = stdout if kind == STDOUT else stderr
-        self.track.from_container(data)
+        """Hand output to the channel (which copies it); no reference to it stays here."""
         try:
-            writer.write(data)
-            await writer.drain()  # the channel's window
+            for kind, data in out:
+                self.track.from_container(data)
+                (stdout if kind == STDOUT else stderr).write(data)
+        except (BrokenPipeError, ConnectionError, asyncssh.Error):
+            # The client is gone; the session's watcher ends the process.
+            self.s._gone.set()
+            raise _ClientGone() from None
+
+    async def _room(self, writer: asyncssh.SSHWriter[bytes]) -> None:
+        """Wait until the channel's window and the client's socket take more output."""
+        try:
+            await writer.drain()  # the channel's window (stdout and stderr share it)
             # The client's socket: asyncssh queues without limit when the window is large.
             flow = flow_of(writer.channel.get_connection())
             if flow is not None and not flow.writable:
                 await flow.wait_writable()
         except (BrokenPipeError, ConnectionError, asyncssh.Error):
-            # The client is gone; the session's watcher ends the process.
             self.s._gone.set()
             raise _ClientGone() from None
 
