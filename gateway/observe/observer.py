@@ -36,6 +36,7 @@ _DENY_REASONS = frozenset(
     {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}
 )
 _RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
+_KINDS = frozenset({"shell", "exec", "sftp", "scp", "list"})
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
 _STARTUP_REASONS = frozenset({"startups", "per_source"})
 _CHANNEL_REASONS = frozenset({"max_sessions"})
@@ -217,11 +218,19 @@ class Observer:
         self.metrics.channels_refused.labels(reason=label_or_other(reason, _CHANNEL_REASONS)).inc()
 
     def access_denied(
-        self, reason: str, user: str, container: str | None, right: str, remote: str
+        self,
+        reason: str,
+        user: str,
+        container: str | None,
+        right: str,
+        remote: str,
+        kind: str | None = None,
     ) -> None:
+        """A refused session; ``kind`` is the session's kind when known (a refused scp is
+        counted as scp, not as the right it lacked)."""
         m = self.metrics
         m.access_denied.labels(reason=label_or_other(reason, _DENY_REASONS)).inc()
-        kind = _RIGHT_KIND.get(right, "other")
+        kind = label_or_other(kind, _KINDS) if kind is not None else _RIGHT_KIND.get(right, "other")
         m.sessions_started.labels(**m.kind_labels(kind, container), result="denied").inc()
         self.submit(
             _audit.event(

@@ -280,14 +280,15 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             raise
 
     def _authorize(
-        self, ident: Identity, grants: list[Grant], container: Container, right: str
+        self, ident: Identity, grants: list[Grant], container: Container, kind: str
     ) -> Decision:
+        right = KIND_RIGHT[kind]
         decision = decide_session(ident, grants, container, right)
         if decision.allowed:
             return decision
         reason = deny_reason(decision)
         self.gw.observer.access_denied(
-            reason.value, ident.user, container.name, right, self.gwconn.remote
+            reason.value, ident.user, container.name, right, self.gwconn.remote, kind=kind
         )
         log.info(
             "conn %s: deny %s %s on %s: %s",
@@ -323,7 +324,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 await asyncio.wait({grants_task})
             grants_task.exception()  # retrieved here; raised by result() below
         self._grants = grants_task.result()
-        decision = self._authorize(ident, self._grants, container, KIND_RIGHT[kind])
+        decision = self._authorize(ident, self._grants, container, kind)
         if not container.running:
             raise ContainerNotRunning(container.name, container.state)
         login = decision.login or container.user or "root"

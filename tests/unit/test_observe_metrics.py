@@ -249,3 +249,11 @@ def test_recording_failure_does_not_reach_the_session(tmp_path: Path) -> None:
     assert t.recorder is None
     assert _v(obs, "sshgw_recording_errors_total") == 1
     t.end(0, "exit")
+
+
+def test_a_refused_scp_is_counted_as_scp(tmp_path: Path) -> None:
+    obs = _observer(tmp_path)
+    obs.access_denied("no_grant", "u", "c", "sftp-read", "r", kind="scp")
+    obs.access_denied("no_grant", "u", "c", "sftp-read", "r")
+    assert _v(obs, "sshgw_sessions_started_total", kind="scp", result="denied") == 1
+    assert _v(obs, "sshgw_sessions_started_total", kind="sftp", result="denied") == 1
