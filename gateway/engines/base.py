@@ -66,7 +66,10 @@ _GONE_PHRASES = (
 def container_gone_text(text: str) -> bool:
     """True when an engine error text means the container is not running (any more)."""
     lower = text.lower()
-    return any(p in lower for p in _GONE_PHRASES)
+    if any(p in lower for p in _GONE_PHRASES):
+        return True
+    # containerd, for a container killed a moment ago: "task <id> not found: not found".
+    return "task " in lower and " not found" in lower
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,3 +119,12 @@ async def test_exec_stream_repr_shows_its_state() -> None:
     assert repr(st) == "<DockerExecStream abababababab [EXITED 3]>"
     tty = DockerExecStream(None, "cd" * 32, _Quiet(), tty=True)  # type: ignore[arg-type]
     assert repr(tty) == "<DockerExecStream cdcdcdcdcdcd [OPEN, TTY]>"
+
+
+def test_a_freshly_killed_containers_task_counts_as_gone() -> None:
+    from gateway.engines.base import container_gone_text
+
+    # containerd's answer for an exec into a container killed a moment ago
+    assert container_gone_text("task c4a97079fc61 not found: not found")
+    assert container_gone_text("container 3f2a is not running")
+    assert not container_gone_text("sh: /tmp/x: not found")
