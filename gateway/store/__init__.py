@@ -1,6 +1,6 @@
 """The gateway's database: SQLAlchemy models, async repositories and the database engine.
 
-Migrations live in the repository's top-level ``alembic/`` directory.
+Migrations ship inside the package, in ``gateway/migrations/`` (Alembic).
 """
 
 from gateway.store.audit import AuditRecord

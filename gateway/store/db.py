@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-import gateway
+import gateway.migrations
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound, StoreUnavailable
 from gateway.routing import valid_user_name
 from gateway.store.models import Group, User
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: The repository's ``alembic/`` directory, next to the ``gateway`` package.
-ALEMBIC_DIR = Path(gateway.__file__).resolve().parent.parent / "alembic"
+#: The Alembic migrations, shipped inside the package (``gateway/migrations``).
+MIGRATIONS_DIR = Path(gateway.migrations.__file__).resolve().parent
 
 # Arbitrary constant for the PostgreSQL advisory lock that serializes concurrent upgrades.
 _UPGRADE_LOCK_ID = 0x5353_4757  # "SSGW"
@@ -229,10 +229,10 @@ class Database:
     def _alembic_config(self) -> Config:
         from alembic.config import Config  # imported when needed: keeps the CLI quick
 
-        if not (ALEMBIC_DIR / "env.py").is_file():
-            raise StoreUnavailable(f"database migrations not found in {ALEMBIC_DIR}")
+        if not (MIGRATIONS_DIR / "env.py").is_file():
+            raise StoreUnavailable(f"database migrations not found in {MIGRATIONS_DIR}")
         cfg = Config()
-        cfg.set_main_option("script_location", str(ALEMBIC_DIR).replace("%", "%%"))
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         cfg.set_main_option("path_separator", "os")
         return cfg
 

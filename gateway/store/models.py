@@ -1,8 +1,8 @@
 """Tables of the gateway's database, as SQLAlchemy ORM models.
 
-Alembic migrations (the top-level ``alembic/`` directory) are the only way the schema is made or
-changed; these models mirror the newest migration and are used to query it. A test compares the
-two so they cannot drift apart.
+Alembic migrations (``gateway/migrations/``, shipped in the package) are the only way the schema
+is made or changed; these models mirror the newest migration and are used to query it. A test
+compares the two so they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -37,8 +37,12 @@ def _url() -> str:
     if url:
         return url
     from gateway.config import load_settings
+    from gateway.datadir import prepare_data_dir
 
-    return load_settings().effective_database_url
+    settings = load_settings()
+    # As the CLI does: the SQLite file (and its directory) is made private before it is opened.
+    prepare_data_dir(settings, create=False)
+    return settings.effective_database_url
 
 
 async def _run_with_new_engine() -> None:
