@@ -7,13 +7,18 @@
 #
 # Steps (each fails fast with a clear message):
 #   1. Debian packages (only when something is missing; needs root)
-#   2. pip install -e '.[test]' (into .venv when the system Python is externally managed)
+#   2. the virtualenv .venv (made with $PYTHON), pip install -e '.[test]' into it
 #   3. Docker engine (starts dockerd when it does not answer)   scripts/start-docker.sh
 #   4. PostgreSQL (starts/creates the cluster, role sshgw)       scripts/start-postgres.sh
 #   5. test images (docker import, cached)                       tests/images/build.sh
 #   6. ruff check + ruff format --check, mypy (strict), pytest
 #
-# Environment: SSHGW_SKIP_SETUP=1 skips steps 1-5; PYTHON picks the interpreter (default python3).
+# Everything runs from the virtualenv .venv in the repository: the script never installs into the
+# interpreter on PATH. The tests start the gateway (`python -m gateway`, `sshgw`) from that venv too.
+#
+# Environment: PYTHON picks the interpreter the venv is made with (default python3; a venv made
+# with another one is made again). SSHGW_SKIP_SETUP=1 skips steps 1 and 3-5 and the pip install
+# (a missing or incomplete venv is still made and installed).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,6 +52,7 @@ PACKAGES=(
     postgresql:pg_ctlcluster postgresql-client:psql rsync:rsync debootstrap:debootstrap
     prometheus:promtool tmux:tmux sshpass:sshpass procps:pgrep iproute2:ss util-linux:flock
     ca-certificates: git:git python3-venv: python3-pip:
+    docker-compose:docker-compose systemd:systemd-analyze
 )
 
 missing_packages() {
@@ -89,31 +95,36 @@ if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ]; then
     fi
 fi
 
-step "Python environment"
+step "Python environment (.venv)"
 PYTHON="${PYTHON:-python3}"
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     die "Python >= 3.11 needed, $("$PYTHON" --version 2>&1) found"
-# Debian's own Python refuses pip installs (PEP 668): use a virtualenv in the repository then.
-if "$PYTHON" -c '
-import os, sys, sysconfig
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(marker) else 1)'; then
-    if [ ! -x "$REPO/.venv/bin/python" ]; then
-        echo "system Python is externally managed: creating .venv"
-        "$PYTHON" -m venv "$REPO/.venv" || die "cannot create .venv (apt-get install python3-venv)"
-    fi
-    PYTHON="$REPO/.venv/bin/python"
+VENV="$REPO/.venv"
+# The interpreter a venv runs on, as "base prefix / version": a venv of another one is made again.
+WHICH='import sys; print(sys.base_prefix, sys.version)'
+FRESH=0
+if [ ! -x "$VENV/bin/python" ] || [ "$("$VENV/bin/python" -c "$WHICH" 2>/dev/null)" != "$("$PYTHON" -c "$WHICH")" ]; then
+    echo "making $VENV with $PYTHON"
+    "$PYTHON" -m venv --clear "$VENV" ||
+        die "cannot make the virtualenv $VENV (on Debian: apt-get install python3-venv)"
+    FRESH=1
 fi
-# The interpreter's script directory first, so `sshgw`, `ssh`-driven tests and tools find it.
-SCRIPTS_DIR="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
-export PATH="$SCRIPTS_DIR:$PATH"
-echo "python: $PYTHON ($("$PYTHON" --version 2>&1))"
+PY="$VENV/bin/python"
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:$PATH"
+echo "python: $PY ($("$PY" --version 2>&1), made with $PYTHON)"
+
+# Installed when setup runs, and always when the venv lacks the checkout or a test tool.
+if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ] || [ $FRESH = 1 ] || ! "$PY" -c '
+import os, sys, gateway, pytest, mypy, ruff, build
+here = os.path.dirname(os.path.dirname(os.path.realpath(gateway.__file__)))
+sys.exit(here != os.path.realpath(sys.argv[1]))' "$REPO" 2>/dev/null; then
+    step "pip install -e '.[test]' (into .venv)"
+    "$PY" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' into $VENV failed"
+fi
 
 if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ]; then
-    step "pip install -e '.[test]'"
-    "$PYTHON" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
-
     step "Docker engine"
     ./scripts/start-docker.sh || die "the Docker engine is not available"
     docker version --format 'client {{.Client.Version}}, server {{.Server.Version}} (API {{.Server.APIVersion}})' || true
@@ -128,15 +139,15 @@ fi
 step "ruff"
 LINT_PATHS=(gateway tests)
 [ -d bench ] && LINT_PATHS+=(bench)
-"$PYTHON" -m ruff check "${LINT_PATHS[@]}" || die "ruff check found problems"
-"$PYTHON" -m ruff format --check "${LINT_PATHS[@]}" || die "files need 'ruff format'"
+"$PY" -m ruff check "${LINT_PATHS[@]}" || die "ruff check found problems"
+"$PY" -m ruff format --check "${LINT_PATHS[@]}" || die "files need 'ruff format'"
 
 step "mypy (strict)"
-"$PYTHON" -m mypy gateway || die "mypy found problems"
+"$PY" -m mypy gateway || die "mypy found problems"
 
 step "pytest $*"
 set +e
-"$PYTHON" -m pytest -ra "$@"
+"$PY" -m pytest -ra "$@"
 rc=$?
 set -e
 if [ $rc -ne 0 ]; then
