@@ -17,6 +17,7 @@ from typing import Required, TypedDict, Unpack
 
 from gateway.errors import InvalidInput
 from gateway.routing import LOGIN_RE
+from gateway.vocab import DenyReason
 
 ANY_LOGIN = "*"
 
@@ -30,14 +31,6 @@ class Right(StrEnum):
 
 
 KNOWN_RIGHTS: frozenset[str] = frozenset(r.value for r in Right)
-
-
-class DenyReason(StrEnum):
-    NO_GRANT = "no_grant"
-    RIGHT_MISSING = "right_missing"
-    LOGIN_NOT_ALLOWED = "login_not_allowed"
-    PATH_RULE = "path_rule"
-    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)

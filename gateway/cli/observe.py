@@ -22,6 +22,7 @@ import typer
 from gateway.cli.common import actor, open_store, parse_when, print_json, run, say, settings, table
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import AuditRecord, SessionRecord
+from gateway.vocab import EndReason
 
 # The recordings module is imported only by `replay`, so every other command starts quickly.
 
@@ -108,7 +109,7 @@ def _session_status(row: SessionRecord) -> str:
     reason = row.end_reason or "ended"
     if row.exit_status is None:
         return str(reason)
-    if reason == "exit":
+    if reason == EndReason.EXIT:
         return f"exit {row.exit_status}"
     return f"{reason}, status {row.exit_status}"
 

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.observe.observer import Observer
-    from gateway.observe.revoke import REVOKED, LiveConn
+    from gateway.observe.revoke import LiveConn
     from gateway.observe.track import SessionInfo, SessionTrack
 
 __all__ = [
-    "REVOKED",
     "LiveConn",
     "Observer",
     "SessionInfo",
@@ -31,7 +30,6 @@ _MODULE_OF = {
     "SessionInfo": "gateway.observe.track",
     "SessionTrack": "gateway.observe.track",
     "LiveConn": "gateway.observe.revoke",
-    "REVOKED": "gateway.observe.revoke",
 }
 
 

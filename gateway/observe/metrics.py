@@ -11,13 +11,12 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 import gateway
+from gateway.vocab import SessionKind
 
 # Buckets in seconds.
 _SESSION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SFTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
-
-SESSION_KINDS = ("shell", "exec", "sftp", "scp", "list")
 
 
 def label_or_other(value: str, allowed: frozenset[str], other: str = "other") -> str:
@@ -252,7 +251,7 @@ class Metrics:
         )
 
         # Pre-create the common series so dashboards and rate() see them from the start.
-        for k in SESSION_KINDS:
+        for k in SessionKind:
             if not container_label:
                 self.sessions_active.labels(kind=k)
                 self.sessions_started.labels(kind=k, result="ok")

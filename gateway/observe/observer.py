@@ -23,20 +23,27 @@ from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import Metrics, label_or_other, short_label
 from gateway.observe.recorder import Recorder, convert_orphans
-from gateway.observe.revoke import REVOKED, LiveConn, revocation
+from gateway.observe.revoke import LiveConn, revocation
 from gateway.observe.track import SessionInfo, SessionTrack, session_event
+from gateway.policy import Right
 from gateway.store import AuthUser
 from gateway.store.models import utcnow
+from gateway.vocab import DenyReason, EndReason, SessionKind
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Observer", "SessionInfo", "SessionTrack"]
 
-_DENY_REASONS = frozenset(
-    {"no_grant", "right_missing", "login_not_allowed", "path_rule", "expired", "revoked"}
-)
-_RIGHT_KIND = {"shell": "shell", "exec": "exec", "sftp-read": "sftp", "sftp-write": "sftp"}
-_KINDS = frozenset({"shell", "exec", "sftp", "scp", "list"})
+# Label values; anything else is counted as "other".
+_DENY_REASONS: frozenset[str] = frozenset(DenyReason)
+_KINDS: frozenset[str] = frozenset(SessionKind)
+# The kind a refusal is counted under when the caller names only the right.
+_RIGHT_KIND: dict[str, SessionKind] = {
+    Right.SHELL: SessionKind.SHELL,
+    Right.EXEC: SessionKind.EXEC,
+    Right.SFTP_READ: SessionKind.SFTP,
+    Right.SFTP_WRITE: SessionKind.SFTP,
+}
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
 _STARTUP_REASONS = frozenset({"startups", "per_source"})
 _CHANNEL_REASONS = frozenset({"max_sessions"})
@@ -86,7 +93,7 @@ class Observer:
 
     async def stop(self) -> None:
         for track in list(self._tracks.values()):
-            track.end(None, "shutdown")
+            track.end(None, EndReason.SHUTDOWN)
         if self._conversions:
             await asyncio.wait(set(self._conversions), timeout=60.0)
         if self.audit_enabled and self._started and not await self.writer.flush(timeout=5.0):
@@ -219,19 +226,21 @@ class Observer:
 
     def access_denied(
         self,
-        reason: str,
+        reason: DenyReason,
         user: str,
         container: str | None,
         right: str,
         remote: str,
-        kind: str | None = None,
+        kind: SessionKind | None = None,
     ) -> None:
         """A refused session; ``kind`` is the session's kind when known (a refused scp is
         counted as scp, not as the right it lacked)."""
         m = self.metrics
         m.access_denied.labels(reason=label_or_other(reason, _DENY_REASONS)).inc()
-        kind = label_or_other(kind, _KINDS) if kind is not None else _RIGHT_KIND.get(right, "other")
-        m.sessions_started.labels(**m.kind_labels(kind, container), result="denied").inc()
+        label = (
+            label_or_other(kind, _KINDS) if kind is not None else _RIGHT_KIND.get(right, "other")
+        )
+        m.sessions_started.labels(**m.kind_labels(label, container), result="denied").inc()
         self.submit(
             _audit.event(
                 _audit.DENIED,
@@ -254,7 +263,12 @@ class Observer:
 
     def session_started(self, info: SessionInfo) -> SessionTrack:
         recorder = None
-        if info.pty and info.record and self.settings.recording and info.kind in ("shell", "exec"):
+        if (
+            info.pty
+            and info.record
+            and self.settings.recording
+            and info.kind in (SessionKind.SHELL, SessionKind.EXEC)
+        ):
             recorder = self._open_recorder(info)
         track = SessionTrack(self, info, recorder)
         m = self.metrics
@@ -434,7 +448,7 @@ class Observer:
         return reason
 
     def revoke(self, conn_id: str, reason: str) -> None:
-        """End the connection: its sessions end (reason "revoked"), then it is closed."""
+        """End the connection: its sessions end (reason REVOKED), then it is closed."""
         live = self._live.get(conn_id)
         if live is None or live.revoked is not None:
             return
@@ -460,7 +474,7 @@ class Observer:
             )
         )
         for t in tracks:
-            t.kill(REVOKED)
+            t.kill(EndReason.REVOKED)
         self._track_conversion(self._close_after(live, tracks))
 
     async def _close_after(self, live: LiveConn, tracks: list[SessionTrack]) -> None:

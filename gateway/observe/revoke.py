@@ -14,9 +14,6 @@ from datetime import datetime
 
 from gateway.store import AuthUser
 
-# End reason of a session whose connection lost its authorization (metrics, audit, sessions).
-REVOKED = "revoked"
-
 
 @dataclass(slots=True)
 class LiveConn:

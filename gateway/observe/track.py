@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any
 from gateway.observe import audit as _audit
 from gateway.observe.metrics import label_or_other, short_label
 from gateway.observe.recorder import Recorder, RecordingStopped
-from gateway.observe.revoke import REVOKED
 from gateway.store.models import utcnow
+from gateway.vocab import EndReason, SessionKind
 
 if TYPE_CHECKING:
     from gateway.observe.observer import Observer
 
 log = logging.getLogger(__name__)
 
-_END_RESULTS = frozenset(
-    {"exit", "client_gone", "container_gone", "killed", "error", "shutdown", REVOKED}
-)
+# Label values of sshgw_sessions_ended{result}; anything else is counted as "other".
+_END_RESULTS: frozenset[str] = frozenset(EndReason)
 
 
 @dataclass(slots=True)
@@ -36,7 +35,7 @@ class SessionInfo:
     container: str | None  # None for the 'list' kind
     container_id: str | None
     login: str | None
-    kind: str  # shell | exec | sftp | scp | list
+    kind: SessionKind
     command: str | None
     remote: str  # "ip:port"
     pty: bool
@@ -65,12 +64,12 @@ class SessionTrack:
     def __init__(self, observer: Observer, info: SessionInfo, recorder: Recorder | None) -> None:
         self.info = info
         self.killed = asyncio.Event()
-        # What an end for "killed" is recorded as: an administrator's kill, or a revocation.
-        self.kill_reason = "killed"
+        # What an end for KILLED is recorded as: an administrator's kill, or a revocation.
+        self.kill_reason = EndReason.KILLED
         self.bytes_in = 0
         self.bytes_out = 0
         self.exit_status: int | None = None
-        self.end_reason: str | None = None
+        self.end_reason: str | None = None  # an EndReason
         self.started_at: datetime = utcnow()
         self.recorder = recorder
         self._recording_path = recorder.path if recorder is not None else None
@@ -96,7 +95,7 @@ class SessionTrack:
     def ended(self) -> bool:
         return self._ended
 
-    def kill(self, reason: str = "killed") -> None:
+    def kill(self, reason: EndReason = EndReason.KILLED) -> None:
         """Ask the session to end (it ends its process, tells the user and closes)."""
         if not self.killed.is_set():
             self.kill_reason = reason
@@ -161,6 +160,7 @@ class SessionTrack:
             log.exception("file_op bookkeeping failed")
 
     def end(self, exit_status: int | None, reason: str) -> None:
+        """The session ended, for ``reason`` (an :class:`EndReason`); only the first call counts."""
         if self._ended:
             return
         self._ended = True
@@ -170,7 +170,7 @@ class SessionTrack:
             log.exception("session end bookkeeping failed")
 
     def _end(self, exit_status: int | None, reason: str) -> None:
-        if reason == "killed":
+        if reason == EndReason.KILLED:
             reason = self.kill_reason
         self.exit_status = exit_status
         self.end_reason = reason

@@ -11,19 +11,20 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from gateway.errors import AccessDenied, GatewayError, NoSuchContainer
-from gateway.policy import Decision, DenyReason, Grant, Right, Subject, decide, decide_as
+from gateway.policy import Decision, Grant, Right, Subject, decide, decide_as
 from gateway.policy import Target as PolicyTarget
+from gateway.vocab import DenyReason, SessionKind
 
 if TYPE_CHECKING:
     from gateway.engines import Container
     from gateway.ssh.context import Identity
 
 # The right each session kind needs before it starts.
-KIND_RIGHT: dict[str, Right] = {
-    "shell": Right.SHELL,
-    "exec": Right.EXEC,
-    "sftp": Right.SFTP_READ,
-    "scp": Right.SFTP_READ,
+KIND_RIGHT: dict[SessionKind, Right] = {
+    SessionKind.SHELL: Right.SHELL,
+    SessionKind.EXEC: Right.EXEC,
+    SessionKind.SFTP: Right.SFTP_READ,
+    SessionKind.SCP: Right.SFTP_READ,
 }
 
 

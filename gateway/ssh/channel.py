@@ -34,6 +34,7 @@ from gateway.ssh.files import file_access, start_files
 from gateway.ssh.listing import render_listing
 from gateway.ssh.pacing import EnvBudget, EventQueueCap
 from gateway.ssh.transport import flow_of
+from gateway.vocab import DenyReason, EndReason, SessionKind
 
 if TYPE_CHECKING:
     from gateway.sftp.server import ContainerSFTPServer
@@ -63,7 +64,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self.newest_size: tuple[int, int] | None = None  # (rows, cols) of the last resize
         self._resize_queued = False
         self.dropped_requests = 0
-        self.kind: str | None = None  # known once the session started
+        self.kind: SessionKind | None = None  # known once the session started
         self._ended = False
 
     def __repr__(self) -> str:
@@ -166,8 +167,8 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         session_id_var.set(self.session_id[:12])
         pty = chan.get_terminal_type() is not None
         kind = classify_request(chan.get_subsystem(), chan.get_command())
-        self.kind = kind if ident.target.container is not None else "list"
-        command = chan.get_command() if kind in ("exec", "scp") else None
+        self.kind = kind if ident.target.container is not None else SessionKind.LIST
+        command = chan.get_command() if kind in (SessionKind.EXEC, SessionKind.SCP) else None
         status = 1
         try:
             if ident.target.container is None:
@@ -206,7 +207,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     def _info(
         self,
         ident: Identity,
-        kind: str,
+        kind: SessionKind,
         container: Container | None,
         login: str | None,
         command: str | None,
@@ -238,7 +239,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         reason = await self.gw.observer.recheck(self.gwconn.conn_id, ident.user)
         if reason is not None:
             self.gw.observer.access_denied(
-                "revoked", ident.user, ident.target.container, "-", self.gwconn.remote
+                DenyReason.REVOKED, ident.user, ident.target.container, "-", self.gwconn.remote
             )
             raise AccessDenied(f"access revoked ({reason})")
 
@@ -263,7 +264,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         """``ssh alice@gw``: the containers alice may reach."""
         grants = await self._grants_rechecked(ident)
         track = self.gw.observer.session_started(
-            self._info(ident, "list", None, None, None, pty, False)
+            self._info(ident, SessionKind.LIST, None, None, None, pty, False)
         )
         try:
             containers = await self._until_ended(self.gw.engine.list_containers(), track)
@@ -273,14 +274,14 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 return 255
             subject = Subject(ident.user, ident.groups)
             stdout.write(render_listing(subject, grants, containers, pty=pty))
-            track.end(0, "exit")
+            track.end(0, EndReason.EXIT)
             return 0
         except GatewayError:
-            track.end(1, "error")
+            track.end(1, EndReason.ERROR)
             raise
 
     def _authorize(
-        self, ident: Identity, grants: list[Grant], container: Container, kind: str
+        self, ident: Identity, grants: list[Grant], container: Container, kind: SessionKind
     ) -> Decision:
         right = KIND_RIGHT[kind]
         decision = decide_session(ident, grants, container, right)
@@ -288,7 +289,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             return decision
         reason = deny_reason(decision)
         self.gw.observer.access_denied(
-            reason.value, ident.user, container.name, right, self.gwconn.remote, kind=kind
+            reason, ident.user, container.name, right, self.gwconn.remote, kind=kind
         )
         log.info(
             "conn %s: deny %s %s on %s: %s",
@@ -303,7 +304,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     async def _session(
         self,
         ident: Identity,
-        kind: str,
+        kind: SessionKind,
         command: str | None,
         pty: bool,
         stdin: asyncssh.SSHReader[bytes],
@@ -334,15 +335,15 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             ident, kind, command, container, login, decision, track, pty, stdin, stdout, stderr
         )
         try:
-            if kind in ("sftp", "scp"):
+            if kind in (SessionKind.SFTP, SessionKind.SCP):
                 status = await self._files(ctx)
             else:
                 status = await run_exec(self, ctx)
         except GatewayError as exc:
-            track.end(exc.exit_status, "error")
+            track.end(exc.exit_status, EndReason.ERROR)
             raise
         except BaseException:
-            track.end(None, "error")
+            track.end(None, EndReason.ERROR)
             raise
         return status
 
@@ -353,12 +354,12 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         # Writing is decided for the session's own login, and its paths come from write grants.
         write = decide_write(ctx.ident, self._grants or [], ctx.container, ctx.decision)
         access = file_access(self.gw.engine, ctx, write, self.gw.settings.max_sftp_handles)
-        command = None if ctx.kind == "sftp" else ctx.command
+        command = None if ctx.kind == SessionKind.SFTP else ctx.command
         server, work = start_files(
             access, self.chan, command, ctx.stdin, ctx.stdout, stderr, flow_of(self.gwconn.conn)
         )
         if work is None:  # bad scp arguments: asyncssh already answered and exited
-            track.end(1, "error")
+            track.end(1, EndReason.ERROR)
             return 1
         if await self._until_ended(work, track, server) is ENDED:
             # Killed, revoked or shutting down: the transfer stopped; unfinished uploads are
@@ -371,13 +372,13 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 self._say(stderr, _end_message(track), False)
             track.end(255, self._end_reason(track))
             return 255
-        track.end(0, "exit")
+        track.end(0, EndReason.EXIT)
         return 0
 
-    def _end_reason(self, track: SessionTrack) -> str:
+    def _end_reason(self, track: SessionTrack) -> EndReason:
         if track.killed.is_set():
-            return "killed"  # recorded as the track's kill reason ("killed" or "revoked")
-        return "shutdown" if self.gw.stopping.is_set() else "client_gone"
+            return EndReason.KILLED  # recorded as the track's kill reason (KILLED or REVOKED)
+        return EndReason.SHUTDOWN if self.gw.stopping.is_set() else EndReason.CLIENT_GONE
 
     async def _until_ended(
         self,
@@ -447,22 +448,22 @@ ENDED = _Ended()
 
 def _end_message(track: SessionTrack) -> str:
     if track.killed.is_set():
-        if track.kill_reason == "killed":
+        if track.kill_reason == EndReason.KILLED:
             return "session terminated by an administrator"
         return "session ended: your access was revoked"
     return "the gateway is shutting down; session ended"
 
 
-def classify_request(subsystem: str | None, command: str | None) -> str:
-    """The kind of a session channel: "sftp" (the subsystem), "scp" (``scp -t|-f …``, which
-    the gateway answers itself), "exec" (any other command) or "shell"."""
+def classify_request(subsystem: str | None, command: str | None) -> SessionKind:
+    """The kind of a session channel: SFTP (the subsystem), SCP (``scp -t|-f …``, which the
+    gateway answers itself), EXEC (any other command) or SHELL."""
     if subsystem == "sftp":
-        return "sftp"
+        return SessionKind.SFTP
     if command is not None and command.startswith("scp ") and _is_scp_server(command):
-        return "scp"
+        return SessionKind.SCP
     if command is not None:
-        return "exec"
-    return "shell"
+        return SessionKind.EXEC
+    return SessionKind.SHELL
 
 
 def _is_scp_server(command: str) -> bool:

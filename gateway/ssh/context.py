@@ -14,6 +14,7 @@ import asyncssh
 
 from gateway.routing import Target
 from gateway.ssh.admission import Limits
+from gateway.vocab import SessionKind
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -86,7 +87,7 @@ class SessionContext:
     """One authorized session into a container: who, where, as whom, and its three streams."""
 
     ident: Identity
-    kind: str  # "shell", "exec", "sftp" or "scp"
+    kind: SessionKind  # SHELL, EXEC, SFTP or SCP
     command: str | None
     container: Container
     login: str  # the login the file server acts as (decision, image user, or root)

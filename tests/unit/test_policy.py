@@ -14,7 +14,6 @@ from gateway.policy import (
     IMAGE_USER,
     KNOWN_RIGHTS,
     Access,
-    DenyReason,
     Grant,
     Right,
     Subject,
@@ -28,6 +27,7 @@ from gateway.policy import (
     parse_rights,
     path_allowed,
 )
+from gateway.vocab import DenyReason
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 ALICE = Subject("alice")

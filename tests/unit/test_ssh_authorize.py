@@ -9,11 +9,12 @@ import pytest
 
 from gateway.engines import Container
 from gateway.errors import AccessDenied, NoSuchContainer
-from gateway.policy import DenyReason, Grant, Right
+from gateway.policy import Grant, Right
 from gateway.routing import Target
 from gateway.ssh.auth import Credential
 from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial
 from gateway.ssh.context import Identity
+from gateway.vocab import DenyReason
 
 WEB = Container("c0ffee" * 10, "web1", "busybox:1", "running", {"team": "a"})
 
