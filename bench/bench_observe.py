@@ -37,7 +37,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import (
     CIPHER,
-    REPO,
     BenchError,
     Container,
     Gateway,
@@ -49,7 +48,6 @@ from bench.common import (
     log,
     run,
     ssh_argv,
-    wait_for_banner,
 )
 
 TARGET = 0.05  # at most 5 % slower
@@ -104,35 +102,13 @@ class BenchGateway(Gateway):
     ) -> None:
         super().__init__(root, extra_env)
         self.null = null
+        if null:
+            self.what = "sshgw (no observer)"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         if not self.null:
-            super().start()
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    NULL_OBSERVER,
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{self.metrics_port}",
-                ],
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_for_banner(self.port, self.proc, 90, "sshgw (no observer)")
-        except BenchError as exc:
-            raise BenchError(f"{exc}; log:\n{self.log_tail()}") from None
+            return super().command()
+        return [sys.executable, "-c", NULL_OBSERVER, *self.serve_args()]
 
 
 def text_file(path: Path, size: int) -> Path:

@@ -1,6 +1,9 @@
 """Shared pieces of the benchmarks: a test container, an OpenSSH sshd on loopback, a running
 sshgw, client command lines, timing and the result table.
 
+The gateway launcher, the OpenSSH client options and key generation are the tests' own
+(``tests/support``), so a benchmark measures the gateway the tests start, the same way.
+
 Everything runs on this machine and is torn down at exit (``Bench`` is a context manager).
 Benchmarks are not tests: they print figures and ratios measured side by side in one run.
 """
@@ -11,8 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support import openssh
+from tests.support.containers import docker_run_argv
+from tests.support.gateway import GatewayProcess
+from tests.support.openssh import keygen
+from tests.support.process import (
+    SetupError,
+    free_port,
+    run,
+    stop_process,
+    wait_for_banner,
+)
+
+__all__ = ["free_port", "keygen", "run", "stop_process", "wait_for_banner"]
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_IMAGES = REPO / "tests" / "images" / "build.sh"
 BUSYBOX_IMAGE = "sshgw-test/busybox:1"
@@ -31,79 +46,11 @@ BENCH_LABEL = "sshgw-bench"
 CIPHER = "aes128-gcm@openssh.com"
 
 Argv = Sequence[str]
-
-
-class BenchError(Exception):
-    """A setup step failed; the message says which."""
+BenchError = SetupError  # a setup step failed; the message says which
 
 
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def run(
-    argv: Argv,
-    *,
-    check: bool = True,
-    env: Mapping[str, str] | None = None,
-    input: bytes | None = None,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess[bytes]:
-    res = subprocess.run(
-        list(argv),
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        env=dict(env) if env is not None else None,
-        timeout=timeout,
-        check=False,
-    )
-    if check and res.returncode != 0:
-        raise BenchError(
-            f"{' '.join(argv)!s} exited {res.returncode}: "
-            f"{res.stderr.decode(errors='replace').strip()[-2000:]}"
-        )
-    return res
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_banner(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(64).startswith(b"SSH-2.0-"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{what} sent no SSH banner on port {port} within {timeout:.0f}s")
-
-
-def keygen(path: Path, comment: str = "bench") -> Path:
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
-    return path
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
-    """TERM the process group, then KILL it after ``grace`` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
 
 
 # Timing ------------------------------------------------------------------------------------------
@@ -221,29 +168,9 @@ def dump_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def client_opts(key: Path) -> list[str]:
-    """OpenSSH client options (ssh, scp, sftp): no user config, trust the test host, one key."""
-    return [
-        "-F",
-        "/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        f"Ciphers={CIPHER}",
-        "-i",
-        str(key),
-    ]
+    """OpenSSH client options (ssh, scp, sftp): no user config, trust the test host, one key,
+    and the cipher every benchmark uses."""
+    return openssh.client_opts(key, cipher=CIPHER)
 
 
 def ssh_argv(
@@ -281,20 +208,7 @@ class Container:
             raise BenchError("docker CLI not found")
         run(["docker", "info"], timeout=60)
         run([str(BUILD_IMAGES), "busybox"], timeout=900)
-        run(
-            [
-                "docker",
-                "run",
-                "-d",
-                "--name",
-                self.name,
-                "--label",
-                f"{BENCH_LABEL}=1",
-                "--stop-signal",
-                "SIGKILL",
-                self.image,
-            ]
-        )
+        run(docker_run_argv(self.image, self.name, {BENCH_LABEL: "1"}))
 
     def exec(self, *argv: str) -> bytes:
         return run(["docker", "exec", self.name, *argv]).stdout
@@ -363,65 +277,36 @@ class Sshd:
         stop_process(self.proc)
 
 
-class Gateway:
-    """``python -m gateway serve`` on a free port with its own data directory and SQLite DB."""
+class Gateway(GatewayProcess):
+    """``python -m gateway serve`` on a free port with its own data directory and SQLite DB;
+    warnings and errors only in its log."""
+
+    what = "sshgw"
 
     def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.log_path = root / "gateway.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SSHGW_")}
-        env.update(
-            {
-                "SSHGW_DATA_DIR": str(self.data_dir),
-                "SSHGW_LOG_LEVEL": "WARNING",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
+        super().__init__(
+            root, {"SSHGW_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1"}, extra_env
         )
-        env.update(extra_env or {})
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str) -> bytes:
-        res = run([sys.executable, "-m", "gateway", *args], env=self.env, timeout=120)
-        return res.stdout
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{self.metrics_port}",
-                ],
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m gateway ARGS``; a failure raises :class:`BenchError`."""
+        res = super().cli(*args, input=input, timeout=timeout)
+        if res.returncode != 0:
+            raise BenchError(
+                f"sshgw {' '.join(args)} exited {res.returncode}: {res.stderr.strip()[-2000:]}"
             )
+        return res
+
+    def start(self, timeout: float = 90) -> None:
         try:
-            wait_for_banner(self.port, self.proc, 90, "sshgw")
+            super().start(timeout)
         except BenchError as exc:
             raise BenchError(f"{exc}; log:\n{self.log_tail()}") from None
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        stop_process(self.proc, grace=20)
+        return self.log()[-n:]
 
 
 class Bench(contextlib.ExitStack):

@@ -25,6 +25,10 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.containers import OWNER_LABEL, TEST_LABEL, docker_run_argv, owned_labels
+
+__all__ = ["OWNER_LABEL", "TEST_LABEL"]
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 BUILD_IMAGES = REPO / "tests" / "images" / "build.sh"
@@ -34,10 +38,9 @@ DEBIAN_IMAGE = "sshgw-test/debian:bookworm"
 NOTAR_IMAGE = "sshgw-test/notar:1"
 NOSHELL_IMAGE = "sshgw-test/noshell:1"
 
-# Every container a test makes carries these labels, so leftovers can be found and removed
-# (``scripts/cleanup.sh``). The owner label lets a session remove only the leftovers of dead runs.
-TEST_LABEL = "sshgw-test"
-OWNER_LABEL = "sshgw-test.owner"
+# Every container a test makes carries TEST_LABEL and OWNER_LABEL (tests/support/containers.py),
+# so leftovers can be found and removed (``scripts/cleanup.sh``). The owner label lets a session
+# remove only the leftovers of dead runs.
 
 # Timing is not what tests check: no hypothesis deadlines (CI machines are slow and shared).
 hypothesis_settings.register_profile("sshgw", deadline=None, print_blob=True)
@@ -154,7 +157,7 @@ def make_container(docker_host: str) -> Iterator[MakeContainer]:
     Everything made here is removed at teardown. ``docker stop`` is immediate (stop signal KILL).
     """
     made: list[str] = []
-    owner = f"{os.uname().nodename}:{os.getpid()}"
+    own = owned_labels()
 
     def make(
         image: str,
@@ -171,25 +174,7 @@ def make_container(docker_host: str) -> Iterator[MakeContainer]:
             )
             if old.returncode == 0 and old.stdout.strip() == "1":
                 _run(["docker", "rm", "-f", "-v", cname])
-        argv = [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            cname,
-            "--label",
-            f"{TEST_LABEL}=1",
-            "--label",
-            f"{OWNER_LABEL}={owner}",
-            "--stop-signal",
-            "SIGKILL",
-        ]
-        for k, v in (labels or {}).items():
-            argv += ["--label", f"{k}={v}"]
-        if user is not None:
-            argv += ["--user", user]
-        argv.append(image)
-        argv += list(cmd or [])
+        argv = docker_run_argv(image, cname, {**own, **(labels or {})}, user=user, cmd=cmd or ())
         res = _run(argv, timeout=120)
         if res.returncode != 0:
             pytest.fail(f"docker run {image} failed: {res.stderr.strip()}", pytrace=False)

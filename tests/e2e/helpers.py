@@ -1,4 +1,8 @@
-"""End-to-end test helpers: the gateway process, unique names, error-line checks, a PTY driver."""
+"""End-to-end test helpers: the gateway process, unique names, error-line checks, a PTY driver.
+
+:class:`Gateway` is :class:`tests.support.gateway.GatewayProcess` with pytest failures, users,
+keys, grants and the OpenSSH client (options from :mod:`tests.support.openssh`).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ import os
 import re
 import select
 import signal
-import socket
 import struct
 import subprocess
-import sys
 import termios
 import time
 import uuid
@@ -20,6 +22,29 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.support.gateway import REPO, GatewayProcess
+from tests.support.openssh import CONNECT_TIMEOUT, NO_CONFIG, client_opts, keygen
+from tests.support.process import HOST, SetupError, free_port
+
+__all__ = [
+    "MOTD",
+    "REPO",
+    "SSH_BASE_OPTS",
+    "Gateway",
+    "GatewayFactory",
+    "PtyProcess",
+    "container_pids",
+    "container_processes",
+    "docker",
+    "free_port",
+    "has_process",
+    "no_traceback",
+    "one_line_error",
+    "set_winsize",
+    "unique",
+    "wait_until",
+]
 
 _counter = itertools.count(1)
 
@@ -196,154 +221,40 @@ class PtyProcess:
 
 # --- the gateway under test ---------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[2]
 MOTD = "sshgw-e2e message of the day"
 
-SSH_BASE_OPTS = (
-    "-F",
-    "/dev/null",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "GlobalKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    "ConnectTimeout=30",
-)
+# No user config, trust the test host, errors only; a connection attempt gives up after 30 s.
+SSH_BASE_OPTS = (*NO_CONFIG, *CONNECT_TIMEOUT)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _keygen(path: Path, comment: str) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
-
-
-class Gateway:
+class Gateway(GatewayProcess):
     """One running gateway process plus helpers to administer it and connect to it."""
 
     def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
-        self.root = root
-        self.data_dir = root / "data"
+        super().__init__(
+            root,
+            {"SSHGW_MOTD": MOTD, "SSHGW_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"},
+            extra_env,
+        )
         self.keys_dir = root / "keys"
         self.data_dir.mkdir(parents=True)
         self.keys_dir.mkdir()
-        self.log_path = root / "gateway.log"
-        self.port = free_port()
-        self.metrics_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SSHGW_")}
-        env.update(
-            {
-                "SSHGW_DATA_DIR": str(self.data_dir),
-                "SSHGW_MOTD": MOTD,
-                "SSHGW_LOG_LEVEL": "DEBUG",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        env.update(extra_env or {})
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
         self.keys: dict[str, Path] = {}
         # A key that belongs to nobody: used when a test must offer a key that is not registered.
-        self.stranger_key = _keygen(self.keys_dir / "stranger", "stranger")
+        self.stranger_key = keygen(self.keys_dir / "stranger", "stranger")
 
     # process -------------------------------------------------------------------------------
 
     def start(self, timeout: float = 90) -> None:
-        log = self.log_path.open("ab")
         try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--metrics-listen",
-                    f"127.0.0.1:{self.metrics_port}",
-                ],
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"gateway exited with {self.proc.returncode} before listening:\n{self.log()}",
-                    pytrace=False,
-                )
-            if self._banner():
-                return
-            if time.monotonic() > deadline:
-                self.stop(check=False)
-                pytest.fail(
-                    f"gateway sent no SSH banner in {timeout}s:\n{self.log()}", pytrace=False
-                )
-            time.sleep(0.2)
-
-    def _banner(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                data = b""
-                while b"\n" not in data and len(data) < 512:
-                    chunk = s.recv(512)
-                    if not chunk:
-                        break
-                    data += chunk
-                return data.startswith(b"SSH-2.0-")
-        except OSError:
-            return False
+            super().start(timeout)
+        except SetupError as exc:
+            pytest.fail(f"{exc}:\n{self.log()}", pytrace=False)
 
     def stop(self, check: bool = True) -> None:
         """TERM, then KILL; with ``check``, fail when TERM alone did not stop it."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-            needed_kill = False
-        except subprocess.TimeoutExpired:
-            needed_kill = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        assert proc.returncode is not None
-        if check and needed_kill:
+        if not self.terminate() and check:
             pytest.fail(f"gateway did not stop on SIGTERM:\n{self.log()[-4000:]}", pytrace=False)
-
-    def log(self, since: int = 0) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(since)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
 
     # administration ------------------------------------------------------------------------
 
@@ -352,17 +263,7 @@ class Gateway:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``python -m gateway ARGS`` with the gateway's environment."""
         data = input.decode() if isinstance(input, bytes) else input
-        res = subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            env=self.env,
-            cwd=REPO,
-            input=data,
-            stdin=None if data is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        res = super().cli(*args, input=data, timeout=timeout)
         if check and res.returncode != 0:
             pytest.fail(
                 f"sshgw {' '.join(args)} failed with {res.returncode}:\n"
@@ -373,7 +274,7 @@ class Gateway:
 
     def new_key(self, name: str) -> Path:
         """A fresh ed25519 key pair (not registered); returns the private key path."""
-        return _keygen(self.keys_dir / name, name)
+        return keygen(self.keys_dir / name, name)
 
     def add_user(self, name: str, key: bool = True, password: str | None = None) -> Path | None:
         """``sshgw user add NAME [--key PUB] [--password-stdin]``; returns the private key path."""
@@ -439,21 +340,14 @@ class Gateway:
         """The argv of an OpenSSH client call to this gateway (for Popen and PTY use)."""
         return [
             "ssh",
-            *SSH_BASE_OPTS,
+            *client_opts(self._key_for(login, key)),
+            *CONNECT_TIMEOUT,
             "-p",
             str(self.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-i",
-            str(self._key_for(login, key)),
             *extra_opts,
             "-l",
             login,
-            "127.0.0.1",
+            HOST,
             *remote_args,
         ]
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import SSH_BASE_OPTS, Gateway, no_traceback, unique
+from tests.e2e.helpers import Gateway, no_traceback, unique
+from tests.support import openssh
+from tests.support.openssh import CONNECT_TIMEOUT
 
 pytestmark = pytest.mark.docker
 
@@ -28,17 +30,8 @@ FILE_RIGHTS = "sftp-read,sftp-write"
 
 
 def client_opts(gateway: Gateway, user: str) -> list[str]:
-    return [
-        *SSH_BASE_OPTS,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-i",
-        str(gateway.keys[user]),
-    ]
+    """Options for sftp and scp: batch, the user's own key only, no config, trust the gateway."""
+    return [*openssh.client_opts(gateway.keys[user]), *CONNECT_TIMEOUT]
 
 
 def files_user(

@@ -22,27 +22,11 @@ from asyncssh.stream import SSHServerStreamSession
 from gateway.engines import DockerEngine
 from gateway.sftp import FileAccess, FileOp
 from gateway.ssh.files import start_files
+from tests.support.openssh import CONNECT_TIMEOUT, KEYS_ONLY, NO_CONFIG
 
-SSH_OPTS = (
-    "-F",
-    "/dev/null",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "GlobalKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "IdentityAgent=none",
-    "-o",
-    "ConnectTimeout=30",
-)
+# Batch clients that read no config and trust the harness's throw-away host key; no key is
+# needed (the harness accepts every user without authentication).
+SSH_OPTS = (*NO_CONFIG, *KEYS_ONLY, *CONNECT_TIMEOUT)
 
 
 class _Session(SSHServerStreamSession):  # type: ignore[type-arg]

@@ -10,7 +10,6 @@ with control characters escaped, and ``--json`` must keep the exact value.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,8 +17,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.conftest import OWNER_LABEL, TEST_LABEL
 from tests.e2e.helpers import Gateway, unique, wait_until
+from tests.support.containers import docker_run_argv, owned_labels
 
 pytestmark = pytest.mark.docker
 
@@ -66,10 +65,8 @@ def hostile_sessions(
     """A user who ran every hostile command in a container; (user, container, audit events)."""
     # Module scope (make_container is per test): the sessions are run once for all views.
     name = f"sshgw-t-av-{unique('c')}"
-    owner = f"{os.uname().nodename}:{os.getpid()}"
-    labels = ["--label", f"{TEST_LABEL}=1", "--label", f"{OWNER_LABEL}={owner}"]
     subprocess.run(
-        ["docker", "run", "-d", "--name", name, *labels, "--stop-signal", "SIGKILL", busybox_image],
+        docker_run_argv(busybox_image, name, owned_labels()),
         check=True,
         capture_output=True,
         timeout=120,

@@ -32,6 +32,8 @@ import pytest
 import gateway as gateway_pkg
 from tests.e2e.helpers import SSH_BASE_OPTS, Gateway, GatewayFactory, unique, wait_until
 from tests.e2e.test_metrics_prometheus import sample, scrape
+from tests.support.openssh import KEYS_ONLY
+from tests.support.process import read_banner
 
 pytestmark = pytest.mark.docker
 
@@ -289,12 +291,7 @@ def test_too_many_keys_are_disconnected_with_openssh(
         *SSH_BASE_OPTS,
         "-p",
         str(gw.port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
+        *KEYS_ONLY,
         "-o",
         "LogLevel=INFO",
         *ids,
@@ -395,13 +392,7 @@ async def test_password_guessing_is_slowed_down_and_summed_in_the_audit(
 
 
 def test_banner_carries_no_version_number(gateway: Gateway) -> None:
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
-        data = b""
-        while b"\r\n" not in data and len(data) < 512:
-            chunk = s.recv(512)
-            if not chunk:
-                break
-            data += chunk
+    data = read_banner(gateway.port, timeout=10)
     assert data.split(b"\r\n", 1)[0] == b"SSH-2.0-sshgw"
     res = subprocess.run(
         [

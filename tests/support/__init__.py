@@ -1,0 +1,11 @@
+"""Scaffolding shared by the tests and the benchmarks (``bench/`` imports it too).
+
+- :mod:`tests.support.process`: checked command runs, free ports, waiting for an SSH banner,
+  stopping a process group; :class:`SetupError` when a step fails.
+- :mod:`tests.support.gateway`: :class:`GatewayProcess`, one ``python -m gateway serve`` with its
+  own data directory, ports and log.
+- :mod:`tests.support.openssh`: OpenSSH client options (ssh, scp, sftp) and ``ssh-keygen``.
+- :mod:`tests.support.containers`: the ``docker run`` line of a labelled test container.
+
+No pytest in here: test fixtures wrap these and turn :class:`SetupError` into a test failure.
+"""
