@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # Build the local test images with `docker import` (no registry needed).
 #
-#   tests/images/build.sh [--force] [busybox|notar|noshell|debian|all ...]
+#   tests/images/build.sh [--force] [busybox|notar|noshell|debian|python|postgres|prometheus|all ...]
 #
-# Images (see tests/conftest.py):
-#   sshgw-test/busybox:1        busybox-static with a link for every applet, users root/app/nobody
-#   sshgw-test/notar:1          the same without the tar applet
-#   sshgw-test/noshell:1        no /bin/sh at all; busybox only as /bbx/busybox
-#   sshgw-test/debian:bookworm  debootstrap minbase (bash, GNU tar, coreutils) + user app
+# Images (see tests/conftest.py and tests/deploy/conftest.py):
+#   sshgw-test/busybox:1         busybox-static with a link for every applet, users root/app/nobody
+#   sshgw-test/notar:1           the same without the tar applet
+#   sshgw-test/noshell:1         no /bin/sh at all; busybox only as /bbx/busybox
+#   sshgw-test/debian:bookworm   debootstrap minbase (bash, GNU tar, coreutils) + user app
+#   sshgw-test/python:bookworm   the debian root + Debian's python3 and python3-venv: the BASE the
+#                                deploy tests build deploy/docker/Dockerfile on (for python:3.12-slim)
+#   sshgw-test/postgres:15       the debian root + Debian's postgresql-15, started like the official
+#                                postgres image (POSTGRES_USER/PASSWORD/DB, PGDATA, port 5432)
+#   sshgw-test/prometheus:2      the debian root + Debian's prometheus, started like prom/prometheus
+#                                (ENTRYPOINT prometheus, config /etc/prometheus/prometheus.yml,
+#                                data /prometheus, user nobody)
 #
 # Idempotent: an image is rebuilt only when it is missing or was built by another version of this
-# script (the version is stored in the image comment). The debootstrap result is cached as a
-# tarball under $SSHGW_IMAGE_CACHE (default /var/cache/sshgw-test) so later runs take seconds.
+# script (the version is stored in the image comment). Every root file system is cached as a
+# tarball under $SSHGW_IMAGE_CACHE (default /var/cache/sshgw-test) so later runs take seconds; the
+# python, postgres and prometheus roots are the debian root plus Debian packages installed with apt
+# in a chroot (deb.debian.org must answer the first time).
 set -euo pipefail
 
 # Bump when the content of an image changes; stale images are then rebuilt.
 BUSYBOX_VERSION="sshgw-test busybox v1"
 DEBIAN_VERSION="sshgw-test debian v1"
+PYTHON_VERSION="sshgw-test python v1"
+POSTGRES_VERSION="sshgw-test postgres v1"
+PROMETHEUS_VERSION="sshgw-test prometheus v1"
 
 CACHE_DIR="${SSHGW_IMAGE_CACHE:-/var/cache/sshgw-test}"
 DEBIAN_MIRROR="${SSHGW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -26,6 +38,9 @@ BUSYBOX_IMAGE="sshgw-test/busybox:1"
 NOTAR_IMAGE="sshgw-test/notar:1"
 NOSHELL_IMAGE="sshgw-test/noshell:1"
 DEBIAN_IMAGE="sshgw-test/debian:bookworm"
+PYTHON_IMAGE="sshgw-test/python:bookworm"
+POSTGRES_IMAGE="sshgw-test/postgres:15"
+PROMETHEUS_IMAGE="sshgw-test/prometheus:2"
 
 PATH_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -40,16 +55,16 @@ WANT=()
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        busybox | notar | noshell | debian) WANT+=("$arg") ;;
-        all) WANT+=(busybox notar noshell debian) ;;
+        busybox | notar | noshell | debian | python | postgres | prometheus) WANT+=("$arg") ;;
+        all) WANT+=(busybox notar noshell debian python postgres prometheus) ;;
         -h | --help)
-            sed -n '2,14p' "$0"
+            sed -n '2,25p' "$0"
             exit 0
             ;;
         *) die "unknown argument: $arg" ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(busybox notar noshell debian)
+[ ${#WANT[@]} -gt 0 ] || WANT=(busybox notar noshell debian python postgres prometheus)
 
 command -v docker >/dev/null || die "docker CLI not found (apt-get install docker.io)"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (start dockerd first)"
@@ -173,11 +188,8 @@ build_busybox() {
     import_rootfs "$root" "$image" "$BUSYBOX_VERSION" "$cmd"
 }
 
-build_debian() {
-    if up_to_date "$DEBIAN_IMAGE" "$DEBIAN_VERSION"; then
-        say "$DEBIAN_IMAGE is up to date"
-        return
-    fi
+# debian_tarball: the cached debootstrap root (made once); prints its path.
+debian_tarball() {
     local tarball="$CACHE_DIR/debian-bookworm-${DEBIAN_VERSION##* }.tar"
     if [ ! -s "$tarball" ]; then
         command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
@@ -200,6 +212,16 @@ build_debian() {
         mv "$tarball.tmp" "$tarball"
         say "cached $tarball"
     fi
+    echo "$tarball"
+}
+
+build_debian() {
+    if up_to_date "$DEBIAN_IMAGE" "$DEBIAN_VERSION"; then
+        say "$DEBIAN_IMAGE is up to date"
+        return
+    fi
+    local tarball
+    tarball="$(debian_tarball)"
     docker import \
         -m "$DEBIAN_VERSION" \
         -c "ENV $PATH_ENV" \
@@ -209,11 +231,151 @@ build_debian() {
     say "built $DEBIAN_IMAGE"
 }
 
+# derived_tarball NAME VERSION CUSTOMIZE PACKAGE...: the debian root plus Debian packages (apt in
+# a chroot, services never started), then CUSTOMIZE ROOT; cached; prints the tarball's path.
+derived_tarball() {
+    local name="$1" version="$2" customize="$3"
+    shift 3
+    local tarball="$CACHE_DIR/$name-bookworm-${version##* }.tar"
+    if [ ! -s "$tarball" ]; then
+        local base root="$WORK/$name"
+        base="$(debian_tarball)"
+        say "$name: apt-get install $* on the debian root (from the mirror the debian root names)"
+        mkdir -p "$root"
+        tar --numeric-owner -C "$root" -xf "$base"
+        cp /etc/resolv.conf "$root/etc/resolv.conf"
+        # No package may start a service in the chroot.
+        printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+        chmod 0755 "$root/usr/sbin/policy-rc.d"
+        mount -t proc proc "$root/proc"
+        if ! chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
+            'apt-get update -q && apt-get install -y -q --no-install-recommends "$@"' \
+            apt "$@" >"$WORK/$name-apt.log" 2>&1; then
+            tail -n 30 "$WORK/$name-apt.log" >&2 || true
+            die "apt-get install $* failed (log above)"
+        fi
+        "$customize" "$root"
+        # Nothing may stay mounted inside the root before it is packed.
+        unmount_under "$root"
+        rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin \
+            "$root"/var/lib/apt/lists/* "$root"/var/log/*.log "$root"/var/log/apt/*
+        rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf" "$root/etc/hosts"
+        tar --numeric-owner -C "$root" -cf "$tarball.tmp" .
+        mv "$tarball.tmp" "$tarball"
+        rm -rf "$root"
+        say "cached $tarball"
+    fi
+    echo "$tarball"
+}
+
+customize_python() { :; }
+
+# The official postgres image's interface: POSTGRES_USER (default postgres), POSTGRES_PASSWORD,
+# POSTGRES_DB (default the user), PGDATA; a cluster is made on the first start.
+customize_postgres() {
+    local root="$1"
+    # The cluster Debian's postinst made is not used: the entrypoint makes one in PGDATA.
+    rm -rf "$root/var/lib/postgresql/15/main" "$root/etc/postgresql/15/main"
+    mkdir -p "$root/var/lib/postgresql/data" "$root/run/postgresql"
+    chroot "$root" chown postgres:postgres /var/lib/postgresql/data /run/postgresql
+    chmod 0700 "$root/var/lib/postgresql/data"
+    chmod 2775 "$root/run/postgresql"
+    cat >"$root/usr/local/bin/postgres-entrypoint" <<'SCRIPT'
+#!/bin/sh
+# Like the official postgres image: make the cluster on the first start, then run postgres.
+set -eu
+: "${PGDATA:=/var/lib/postgresql/data}"
+user="${POSTGRES_USER:-postgres}"
+db="${POSTGRES_DB:-$user}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+        echo "postgres-entrypoint: POSTGRES_PASSWORD is not set" >&2
+        exit 1
+    fi
+    pwfile="$(mktemp)"
+    printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    rm -f "$pwfile"
+    echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+    echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    if [ "$db" != postgres ]; then
+        pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+        psql -v ON_ERROR_STOP=1 -X -q -U "$user" -d postgres -c "CREATE DATABASE \"$db\""
+        pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    fi
+    echo "postgres-entrypoint: cluster made in $PGDATA (user $user, database $db)"
+fi
+exec "$@"
+SCRIPT
+    chmod 0755 "$root/usr/local/bin/postgres-entrypoint"
+}
+
+# prom/prometheus keeps its data in /prometheus and runs as nobody.
+customize_prometheus() {
+    local root="$1"
+    mkdir -p "$root/prometheus"
+    chown 65534:65534 "$root/prometheus"
+}
+
+# build_derived IMAGE VERSION NAME CUSTOMIZE "PACKAGES" CHANGE...: import a derived root with
+# the given Dockerfile changes (ENV, USER, ENTRYPOINT, ...).
+build_derived() {
+    local image="$1" version="$2" name="$3" customize="$4" packages="$5"
+    shift 5
+    if up_to_date "$image" "$version"; then
+        say "$image is up to date"
+        return
+    fi
+    local tarball change
+    # shellcheck disable=SC2086  # the package list is split on purpose
+    tarball="$(derived_tarball "$name" "$version" "$customize" $packages)"
+    local args=(-m "$version")
+    for change in "$@"; do
+        args+=(-c "$change")
+    done
+    docker import "${args[@]}" "$tarball" "$image" >/dev/null
+    say "built $image"
+}
+
+build_python() {
+    build_derived "$PYTHON_IMAGE" "$PYTHON_VERSION" python customize_python "python3 python3-venv" \
+        "ENV $PATH_ENV" \
+        "WORKDIR /" \
+        'CMD ["python3"]'
+}
+
+build_postgres() {
+    build_derived "$POSTGRES_IMAGE" "$POSTGRES_VERSION" postgres customize_postgres postgresql-15 \
+        "ENV PATH=/usr/lib/postgresql/15/bin:${PATH_ENV#PATH=}" \
+        "ENV PGDATA=/var/lib/postgresql/data" \
+        "USER postgres" \
+        "WORKDIR /var/lib/postgresql" \
+        "VOLUME /var/lib/postgresql/data" \
+        "EXPOSE 5432" \
+        'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]' \
+        'CMD ["postgres"]'
+}
+
+build_prometheus() {
+    build_derived "$PROMETHEUS_IMAGE" "$PROMETHEUS_VERSION" prometheus customize_prometheus prometheus \
+        "ENV $PATH_ENV" \
+        "USER nobody" \
+        "WORKDIR /prometheus" \
+        "VOLUME /prometheus" \
+        "EXPOSE 9090" \
+        'ENTRYPOINT ["/usr/bin/prometheus"]' \
+        'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+}
+
 for what in "${WANT[@]}"; do
     case "$what" in
         busybox) build_busybox full "$BUSYBOX_IMAGE" ;;
         notar) build_busybox notar "$NOTAR_IMAGE" ;;
         noshell) build_busybox noshell "$NOSHELL_IMAGE" ;;
         debian) build_debian ;;
+        python) build_python ;;
+        postgres) build_postgres ;;
+        prometheus) build_prometheus ;;
     esac
 done
