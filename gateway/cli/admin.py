@@ -19,7 +19,8 @@ from gateway.cli.common import (
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
-from gateway.policy import KNOWN_RIGHTS, Decision, Subject, Target, decide
+from gateway.policy import KNOWN_RIGHTS, Decision
+from gateway.ssh.authorize import decide_access
 from gateway.store import Store
 
 if TYPE_CHECKING:
@@ -156,24 +157,13 @@ async def evaluate(
         )
     finally:
         await engine.close()
-    if container is not None:
-        target = Target(name=container.name, id=container.id, labels=dict(container.labels))
-        if not container.running:
-            warnings.append(
-                f"container {container.name} is {container.state}: a session would fail "
-                "until it runs"
-            )
-    else:
-        target = Target(name=ref)
-    decision = decide(Subject(user, auth.groups), grants, target, right, login)
-    if auth.disabled:
-        decision = Decision(
-            False,
-            right,
-            f"deny: user {user} is disabled (with the user enabled: {decision.message})",
-            grant=decision.grant,
-            reason=decision.reason,
+    if container is not None and not container.running:
+        warnings.append(
+            f"container {container.name} is {container.state}: a session would fail until it runs"
         )
+    decision = decide_access(
+        user, auth.groups, grants, container or ref, right, login, disabled=auth.disabled
+    )
     return CheckResult(decision, container, warnings, user_disabled=auth.disabled)
 
 

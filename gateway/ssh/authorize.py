@@ -3,6 +3,7 @@
 The session reads the grants and the container (I/O); this module turns them into a
 :class:`~gateway.policy.Decision` per right, and a denial into the one error the user sees:
 a container the user has no grant on is "no such container" (its existence is not revealed).
+``sshgw check`` asks the same question through :func:`decide_access`.
 """
 
 from __future__ import annotations
@@ -28,21 +29,44 @@ KIND_RIGHT: dict[SessionKind, Right] = {
 }
 
 
-def policy_target(container: Container) -> PolicyTarget:
+def policy_target(container: Container | str) -> PolicyTarget:
+    """The policy's view of ``container``; a bare name (a container the engine does not know)
+    is matched by name only, without labels."""
+    if isinstance(container, str):
+        return PolicyTarget(container)
     return PolicyTarget(container.name, container.id, container.labels)
+
+
+def decide_access(
+    user: str,
+    groups: frozenset[str],
+    grants: Iterable[Grant],
+    container: Container | str,
+    right: str,
+    login: str | None,
+    *,
+    disabled: bool = False,
+) -> Decision:
+    """May ``user`` (a member of ``groups``) use ``right`` on ``container`` as ``login`` (None:
+    the grant's default)? The decision explains itself in ``message``. A disabled user is
+    denied; the message then says what the grants would decide once the user is enabled."""
+    decision = decide(Subject(user, groups), grants, policy_target(container), right, login)
+    if not disabled:
+        return decision
+    return Decision(
+        False,
+        right,
+        f"deny: user {user} is disabled (with the user enabled: {decision.message})",
+        grant=decision.grant,
+        reason=decision.reason,
+    )
 
 
 def decide_session(
     ident: Identity, grants: Iterable[Grant], container: Container, right: str
 ) -> Decision:
     """May ``ident`` use ``right`` on ``container``, as the login asked for in the login name?"""
-    return decide(
-        Subject(ident.user, ident.groups),
-        grants,
-        policy_target(container),
-        right,
-        ident.target.login,
-    )
+    return decide_access(ident.user, ident.groups, grants, container, right, ident.target.login)
 
 
 def decide_write(

@@ -12,7 +12,7 @@ from gateway.errors import AccessDenied, NoSuchContainer
 from gateway.policy import Grant, Right
 from gateway.routing import Target
 from gateway.ssh.auth import Credential
-from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial
+from gateway.ssh.authorize import KIND_RIGHT, decide_access, decide_session, decide_write, denial
 from gateway.ssh.context import Identity
 from gateway.vocab import DenyReason
 
@@ -90,3 +90,28 @@ def test_writing_is_decided_for_the_sessions_own_login(
     assert write.allowed is writable
     if writable:
         assert write.paths == paths
+
+
+def test_check_and_a_session_decide_alike() -> None:
+    # `sshgw check` asks decide_access what a session asks decide_session.
+    grants = [grant(1, "shell", ("app",)), Grant(2, "web*", frozenset({"exec"}), group="devs")]
+    for right in (Right.SHELL, Right.EXEC, Right.SFTP_READ):
+        for login in (None, "app", "root"):
+            s = decide_session(ident(login), grants, WEB, right)
+            c = decide_access("alice", frozenset({"devs"}), grants, WEB, right, login)
+            assert c == s
+
+
+def test_a_container_by_name_only_is_matched_without_labels() -> None:
+    labelled = Grant(1, "web*", frozenset({"shell"}), user="alice", labels=(("team", "a"),))
+    assert decide_access("alice", frozenset(), [labelled], WEB, Right.SHELL, None).allowed
+    d = decide_access("alice", frozenset(), [labelled], "web1", Right.SHELL, None)
+    assert not d.allowed and d.reason is DenyReason.NO_GRANT
+
+
+def test_a_disabled_user_is_denied_with_what_the_grants_say() -> None:
+    d = decide_access(
+        "alice", frozenset(), [grant(7, "shell")], WEB, Right.SHELL, None, disabled=True
+    )
+    assert not d.allowed and d.grant is not None and d.grant.id == 7
+    assert d.message.startswith("deny: user alice is disabled (with the user enabled: allow")
