@@ -228,7 +228,9 @@ async def non_reading_sftp(
 # (c) many concurrent transfers -------------------------------------------------------------------
 
 
-async def transfers(port: int, login: str, key: Path, n: int, digest: str, size: int) -> float:
+async def transfers(
+    port: int, login: str, key: Path, n: int, digest: str, size: int, pid: int
+) -> float:
     """``n`` OpenSSH clients connect, then all read the file at once; returns the seconds taken."""
     argv = ssh_argv(port, login, key, f"echo ready; read x; cat {TRANSFER_FILE}")
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
@@ -267,7 +269,7 @@ async def transfers(port: int, login: str, key: Path, n: int, digest: str, size:
 
     try:
         await asyncio.gather(*(connect() for _ in range(n)))
-        log(f"(c) {n} sessions up; all read now")
+        log(f"(c) {n} sessions up (gateway RSS {mib(rss(pid))}); all read now")
         t0 = time.perf_counter()
         for p in procs:
             assert p.stdin is not None
@@ -458,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 async def part_c(gw: Gateway, pid: int) -> Result:
                     idle = rss(pid)
                     secs = await transfers(
-                        gw.port, env.login, env.key_path, args.transfers, digest, size
+                        gw.port, env.login, env.key_path, args.transfers, digest, size, pid
                     )
                     return Result(
                         f"(c) {args.transfers} concurrent 1 MB transfers",

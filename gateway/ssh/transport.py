@@ -7,6 +7,11 @@ are joined and written once, at the end of that turn; nothing waits longer than 
 interactive latency does not change. On this machine this cut the gateway's CPU per 200 MB
 from about 0.36 s to 0.23 s (and the client's from 0.2 s to 0.1 s).
 
+What one turn queued is written as soon as it reaches ``FLUSH_AT``: with hundreds of busy
+sessions, the output of every session of one turn otherwise waited for the end of that turn all
+together (500 concurrent 1 MB transfers peaked at about 260 MiB of RSS; with the cap, at about
+210 MiB). Writes of ``FLUSH_AT`` are still few.
+
 The wrapper is also where the connection's flow control lives. asyncssh never stops a producer
 when the client's TCP socket is full (its ``pause_writing()`` does nothing), so a client that
 stops reading would make the gateway buffer without limit. Producers (session output, SFTP
@@ -23,6 +28,7 @@ from typing import Any
 import asyncssh
 
 WRITE_BUFFER_HIGH = 1 << 20
+FLUSH_AT = 64 * 1024  # a turn's queued packets are written at once from this size on
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -57,6 +63,8 @@ class CoalescingTransport(asyncio.Transport):
         data = bytes(data)
         self._pending.append(data)
         self._pending_size += len(data)
+        if self._pending_size >= FLUSH_AT:
+            self.flush()  # the loop's call to flush() then finds nothing to do
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
