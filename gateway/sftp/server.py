@@ -5,67 +5,37 @@ and user database. File operations happen inside the container through
 :class:`~gateway.containerfs.ContainerFS`, as the session's login. Without the write right every
 modifying operation is refused with "permission denied". Each finished operation is reported to
 ``FileAccess.on_op`` (reads and writes once per open file, at close, with the byte count).
+Attributes and errors are translated in :mod:`gateway.sftp.mapping`; the request loop that calls
+these methods is :mod:`gateway.sftp.loop`.
 """
 
 from __future__ import annotations
 
-import errno
-import inspect
 import logging
 import os
-import stat as statmod
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import asyncssh
 from asyncssh import (
     SFTPAttrs,
-    SFTPDirNotEmpty,
     SFTPError,
     SFTPFailure,
-    SFTPFileAlreadyExists,
-    SFTPFileIsADirectory,
-    SFTPInvalidFilename,
     SFTPInvalidHandle,
-    SFTPInvalidParameter,
-    SFTPLinkLoop,
     SFTPName,
-    SFTPNoSpaceOnFilesystem,
-    SFTPNoSuchFile,
-    SFTPNotADirectory,
     SFTPOpUnsupported,
     SFTPPermissionDenied,
-    SFTPQuotaExceeded,
     SFTPVFSAttrs,
-    SFTPWriteProtect,
 )
-from asyncssh.constants import (
-    FILEXFER_TYPE_BLOCK_DEVICE,
-    FILEXFER_TYPE_CHAR_DEVICE,
-    FILEXFER_TYPE_DIRECTORY,
-    FILEXFER_TYPE_FIFO,
-    FILEXFER_TYPE_REGULAR,
-    FILEXFER_TYPE_SOCKET,
-    FILEXFER_TYPE_SPECIAL,
-    FILEXFER_TYPE_SYMLINK,
-    FXF_APPEND,
-    FXF_CREAT,
-    FXF_EXCL,
-    FXF_READ,
-    FXF_TRUNC,
-    FXF_WRITE,
-    FXP_OPEN,
-    FXP_OPENDIR,
-)
-from asyncssh.packet import SSHPacket
-from asyncssh.sftp import SFTPServerHandler
+from asyncssh.constants import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE
 
-from gateway.containerfs import ContainerFS, FSError, ReadFile, Stat, WriteFile
+from gateway.containerfs import ContainerFS, ReadFile, WriteFile
 from gateway.errors import GatewayError
 from gateway.sftp import FileOp
+from gateway.sftp.mapping import attrs_from_stat, op_result, setstat_changes, sftp_error
 
 if TYPE_CHECKING:
     from gateway.sftp import FileAccess
@@ -73,77 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MODIFYING_OPEN = FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC | FXF_EXCL
-
-_ERRORS: dict[int, Callable[[str], SFTPError]] = {
-    errno.ENOENT: SFTPNoSuchFile,
-    errno.EACCES: SFTPPermissionDenied,
-    errno.EPERM: SFTPPermissionDenied,
-    errno.EEXIST: SFTPFileAlreadyExists,
-    errno.ENOTEMPTY: SFTPDirNotEmpty,
-    errno.ENOTDIR: SFTPNotADirectory,
-    errno.EISDIR: SFTPFileIsADirectory,
-    errno.EROFS: SFTPWriteProtect,
-    errno.ENOSPC: SFTPNoSpaceOnFilesystem,
-    errno.EDQUOT: SFTPQuotaExceeded,
-    errno.ELOOP: SFTPLinkLoop,
-    errno.ENAMETOOLONG: SFTPInvalidFilename,
-    errno.EINVAL: SFTPInvalidParameter,
-    errno.EOPNOTSUPP: SFTPOpUnsupported,
-    errno.EBADF: SFTPInvalidHandle,
-}
-
-_RESULTS: dict[int, str] = {
-    errno.ENOENT: "no_such_file",
-    errno.EACCES: "denied",
-    errno.EPERM: "denied",
-    errno.EEXIST: "exists",
-    errno.ENOTEMPTY: "not_empty",
-    errno.EOPNOTSUPP: "unsupported",
-}
-
-
-def _sftp_error(exc: GatewayError) -> SFTPError:
-    if exc.public_message != exc.user_message:
-        log.warning("file operation: %s", exc.user_message)
-    if isinstance(exc, FSError):
-        return _ERRORS.get(exc.code, SFTPFailure)(exc.public_message)
-    return SFTPFailure(exc.public_message)
-
-
-def _result(exc: BaseException) -> str:
-    if isinstance(exc, FSError):
-        return _RESULTS.get(exc.code, "failure")
-    if isinstance(exc, SFTPPermissionDenied):
-        return "denied"
-    if isinstance(exc, SFTPNoSuchFile):
-        return "no_such_file"
-    return "failure"
-
-
-def _filetype(mode: int) -> int:
-    fmt = statmod.S_IFMT(mode)
-    return {
-        statmod.S_IFREG: FILEXFER_TYPE_REGULAR,
-        statmod.S_IFDIR: FILEXFER_TYPE_DIRECTORY,
-        statmod.S_IFLNK: FILEXFER_TYPE_SYMLINK,
-        statmod.S_IFSOCK: FILEXFER_TYPE_SOCKET,
-        statmod.S_IFCHR: FILEXFER_TYPE_CHAR_DEVICE,
-        statmod.S_IFBLK: FILEXFER_TYPE_BLOCK_DEVICE,
-        statmod.S_IFIFO: FILEXFER_TYPE_FIFO,
-    }.get(fmt, FILEXFER_TYPE_SPECIAL)
-
-
-def attrs_from_stat(st: Stat) -> SFTPAttrs:
-    return SFTPAttrs(
-        type=_filetype(st.mode),
-        size=st.size,
-        uid=st.uid,
-        gid=st.gid,
-        permissions=st.mode,
-        atime=st.atime,
-        mtime=st.mtime,
-        nlink=st.nlink,
-    )
+# Directory listings one session holds in memory at once (each up to the helper's LIST_LIMIT).
+MAX_LISTINGS_HELD = 8
 
 
 @dataclass(slots=True)
@@ -211,9 +112,9 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             log.exception("file operation hook failed")
 
     def _fail(self, op: str, path: bytes, exc: BaseException, started: float) -> NoReturn:
-        self._emit(op, path, 0, _result(exc), started)
+        self._emit(op, path, 0, op_result(exc), started)
         if isinstance(exc, GatewayError):
-            raise _sftp_error(exc) from None
+            raise sftp_error(exc) from None
         raise exc
 
     def _read_only(self, op: str, path: bytes) -> NoReturn:
@@ -324,8 +225,8 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         try:
             await f.close()
         except GatewayError as exc:
-            self._emit(op, h.path, f.nbytes, _result(exc), h.started)
-            raise _sftp_error(exc) from None
+            self._emit(op, h.path, f.nbytes, op_result(exc), h.started)
+            raise sftp_error(exc) from None
         self._emit(op, h.path, f.nbytes, "ok", h.started)
 
     @staticmethod
@@ -339,7 +240,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         try:
             return await h.file.read(offset, size)
         except GatewayError as exc:
-            raise _sftp_error(exc) from None
+            raise sftp_error(exc) from None
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         h = self._handle(file_obj)
@@ -348,7 +249,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         try:
             return await h.file.write(offset, data)
         except GatewayError as exc:
-            raise _sftp_error(exc) from None
+            raise sftp_error(exc) from None
 
     async def fstat(self, file_obj: object) -> SFTPAttrs:
         h = self._handle(file_obj)
@@ -356,7 +257,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         try:
             st = await f.fstat()
         except GatewayError as exc:
-            raise _sftp_error(exc) from None
+            raise sftp_error(exc) from None
         return attrs_from_stat(st)
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
@@ -369,7 +270,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             return
         t0 = time.monotonic()
         try:
-            await f.setstat(**_changes(attrs))
+            await f.setstat(**setstat_changes(attrs))
         except GatewayError as exc:
             self._fail("setstat", h.path, exc, t0)
         self._emit("setstat", h.path, 0, "ok", t0)
@@ -380,7 +281,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             try:
                 await h.file.flush()
             except GatewayError as exc:
-                raise _sftp_error(exc) from None
+                raise sftp_error(exc) from None
 
     def lock(self, file_obj: object, offset: int, length: int, flags: int) -> NoReturn:
         raise SFTPOpUnsupported("byte range locks are not supported")
@@ -407,13 +308,13 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         if not self._access.writable:
             self._read_only("setstat", path)
-        changes = _changes(attrs)
+        changes = setstat_changes(attrs)
         await self._run("setstat", path, lambda fs: fs.setstat(path, follow=True, **changes))
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         if not self._access.writable:
             self._read_only("setstat", path)
-        changes = _changes(attrs)
+        changes = setstat_changes(attrs)
         await self._run("setstat", path, lambda fs: fs.setstat(path, follow=False, **changes))
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
@@ -501,137 +402,3 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             await self._fs.close()
         except GatewayError as exc:
             log.debug("closing the container file session: %s", exc.user_message)
-
-
-def _changes(attrs: SFTPAttrs) -> dict[str, int | None]:
-    return {
-        "size": attrs.size,
-        "uid": attrs.uid,
-        "gid": attrs.gid,
-        "mode": None if attrs.permissions is None else attrs.permissions & 0o7777,
-        "atime": attrs.atime,
-        "mtime": attrs.mtime,
-    }
-
-
-# The request loop ----------------------------------------------------------------------------
-
-
-# Server-side copies (the copy-data extension) go through the container: bounded per request.
-# Directory listings one session holds in memory at once (each up to the helper's LIST_LIMIT).
-MAX_LISTINGS_HELD = 8
-COPY_DATA_MAX = 64 << 20
-COPY_DATA_BLOCK = 256 << 10
-
-
-class WriteFlow(Protocol):
-    """Room in the connection's socket (``gateway.ssh.transport.CoalescingTransport``)."""
-
-    @property
-    def writable(self) -> bool: ...
-
-    async def wait_writable(self) -> None: ...
-
-
-class PacedSFTPHandler(SFTPServerHandler):
-    """asyncssh's SFTP server loop, taking the next request only while replies can leave.
-
-    asyncssh handles one request at a time and writes each reply without waiting for the
-    client's socket: a client that pipelines large reads and stops reading would have every
-    reply pile up in the gateway. Here the next request is not read while more than the
-    connection's high-water mark is queued, so at most one reply (<= 4 MiB) goes beyond it.
-    """
-
-    def __init__(
-        self,
-        server: asyncssh.SFTPServer,
-        reader: asyncssh.SSHReader[bytes],
-        writer: asyncssh.SSHWriter[bytes],
-        sftp_version: int,
-        flow: WriteFlow | None,
-        max_handles: int = 128,
-    ) -> None:
-        super().__init__(server, reader, writer, sftp_version)
-        self._flow = flow
-        self._max_handles = max_handles
-
-    def _check_handles(self) -> None:
-        """asyncssh keeps every handle a client opens (directories cost nothing to open):
-        at most ``max_handles`` files and directories at once."""
-        if len(self._file_handles) + len(self._dir_handles) >= self._max_handles:
-            raise SFTPFailure(f"too many open handles (at most {self._max_handles})")
-
-    async def _process_open_bounded(self, packet: SSHPacket) -> bytes:
-        self._check_handles()
-        handle: bytes = await SFTPServerHandler._process_open(self, packet)
-        return handle
-
-    async def _process_opendir_bounded(self, packet: SSHPacket) -> bytes:
-        self._check_handles()
-        handle: bytes = await SFTPServerHandler._process_opendir(self, packet)
-        return handle
-
-    async def recv_packet(self) -> SSHPacket:
-        flow = self._flow
-        if flow is not None and not flow.writable:
-            await flow.wait_writable()
-        return await super().recv_packet()
-
-    async def _process_copy_data_bounded(self, packet: SSHPacket) -> None:
-        """The ``copy-data`` extension, bounded: at most :data:`COPY_DATA_MAX` bytes per request.
-
-        asyncssh's own loop copies "to the end" (length 0) without limit, so a source that
-        never ends (``/dev/zero``) would make one request run and write forever. Here the copy
-        stops with an error at the bound, and when the channel closes; the session's end
-        (kill, revocation, shutdown) cancels it between blocks.
-        """
-        src_handle = packet.get_string()
-        src_offset = packet.get_uint64()
-        length = packet.get_uint64()
-        dst_handle = packet.get_string()
-        dst_offset = packet.get_uint64()
-        packet.check_end()
-        src = self._file_handles.get(src_handle)
-        dst = self._file_handles.get(dst_handle)
-        if not src or not dst:
-            raise SFTPInvalidHandle("Invalid file handle")
-        if length > COPY_DATA_MAX:
-            raise SFTPFailure(f"copy-data: at most {COPY_DATA_MAX} bytes per request")
-        to_end = length == 0
-        left = COPY_DATA_MAX if to_end else length
-        while left:
-            if self._writer is None or self._writer.channel.is_closing():
-                raise SFTPFailure("copy-data: the session ended")
-            size = min(left, COPY_DATA_BLOCK)
-            read = self._server.read(src, src_offset, size)
-            data = await read if inspect.isawaitable(read) else read
-            written = self._server.write(dst, dst_offset, data)
-            if inspect.isawaitable(written):
-                await written
-            if len(data) < size:
-                return
-            src_offset += size
-            dst_offset += size
-            left -= size
-        if to_end:
-            raise SFTPFailure(f"copy-data: stopped after {COPY_DATA_MAX} bytes (the bound)")
-
-    _packet_handlers = {  # noqa: RUF012 (asyncssh's own table, with copy-data replaced)
-        **SFTPServerHandler._packet_handlers,
-        b"copy-data": _process_copy_data_bounded,  # type: ignore[dict-item]
-        FXP_OPEN: _process_open_bounded,  # type: ignore[dict-item]
-        FXP_OPENDIR: _process_opendir_bounded,  # type: ignore[dict-item]
-    }
-
-
-async def run_sftp_server(
-    server: asyncssh.SFTPServer,
-    reader: asyncssh.SSHReader[bytes],
-    writer: asyncssh.SSHWriter[bytes],
-    sftp_version: int,
-    flow: WriteFlow | None = None,
-    max_handles: int = 128,
-) -> None:
-    """Serve the sftp subsystem like ``asyncssh.sftp.run_sftp_server``, paced by ``flow``."""
-    reader.logger.info("Starting SFTP server")
-    await PacedSFTPHandler(server, reader, writer, sftp_version, flow, max_handles).run()

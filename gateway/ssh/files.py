@@ -2,7 +2,7 @@
 
 :func:`file_access` says what the session may do (login, read and write paths, open handles);
 :func:`start_files` starts asyncssh's SFTP loop (paced by the client's socket,
-:class:`~gateway.sftp.server.PacedSFTPHandler`) or its SCP server, both over
+:class:`~gateway.sftp.loop.PacedSFTPHandler`) or its SCP server, both over
 :class:`~gateway.sftp.server.ContainerSFTPServer`. The test harness
 (tests/integration/sftp_harness.py) starts its sessions the same way.
 """
@@ -16,7 +16,8 @@ import asyncssh
 from asyncssh.scp import run_scp_server
 
 from gateway.sftp import FileAccess, FileOp
-from gateway.sftp.server import ContainerSFTPServer, WriteFlow, run_sftp_server
+from gateway.sftp.loop import WriteFlow, run_sftp_server
+from gateway.sftp.server import ContainerSFTPServer
 
 if TYPE_CHECKING:
     from gateway.engines import DockerEngine

@@ -1,0 +1,134 @@
+"""asyncssh's SFTP request loop, paced by the client's socket and bounded.
+
+:func:`run_sftp_server` serves the sftp subsystem with :class:`PacedSFTPHandler`: the next
+request is read only while the connection's socket has room (:class:`WriteFlow`), open handles
+are limited, and the ``copy-data`` extension copies a bounded amount per request.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Protocol
+
+import asyncssh
+from asyncssh import SFTPFailure, SFTPInvalidHandle
+from asyncssh.constants import FXP_OPEN, FXP_OPENDIR
+from asyncssh.packet import SSHPacket
+from asyncssh.sftp import SFTPServerHandler
+
+# Server-side copies (the copy-data extension) go through the container: bounded per request.
+COPY_DATA_MAX = 64 << 20
+COPY_DATA_BLOCK = 256 << 10
+
+
+class WriteFlow(Protocol):
+    """Room in the connection's socket (``gateway.ssh.transport.CoalescingTransport``)."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+class PacedSFTPHandler(SFTPServerHandler):
+    """asyncssh's SFTP server loop, taking the next request only while replies can leave.
+
+    asyncssh handles one request at a time and writes each reply without waiting for the
+    client's socket: a client that pipelines large reads and stops reading would have every
+    reply pile up in the gateway. Here the next request is not read while more than the
+    connection's high-water mark is queued, so at most one reply (<= 4 MiB) goes beyond it.
+    """
+
+    def __init__(
+        self,
+        server: asyncssh.SFTPServer,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+        sftp_version: int,
+        flow: WriteFlow | None,
+        max_handles: int = 128,
+    ) -> None:
+        super().__init__(server, reader, writer, sftp_version)
+        self._flow = flow
+        self._max_handles = max_handles
+
+    def _check_handles(self) -> None:
+        """asyncssh keeps every handle a client opens (directories cost nothing to open):
+        at most ``max_handles`` files and directories at once."""
+        if len(self._file_handles) + len(self._dir_handles) >= self._max_handles:
+            raise SFTPFailure(f"too many open handles (at most {self._max_handles})")
+
+    async def _process_open_bounded(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        handle: bytes = await SFTPServerHandler._process_open(self, packet)
+        return handle
+
+    async def _process_opendir_bounded(self, packet: SSHPacket) -> bytes:
+        self._check_handles()
+        handle: bytes = await SFTPServerHandler._process_opendir(self, packet)
+        return handle
+
+    async def recv_packet(self) -> SSHPacket:
+        flow = self._flow
+        if flow is not None and not flow.writable:
+            await flow.wait_writable()
+        return await super().recv_packet()
+
+    async def _process_copy_data_bounded(self, packet: SSHPacket) -> None:
+        """The ``copy-data`` extension, bounded: at most :data:`COPY_DATA_MAX` bytes per request.
+
+        asyncssh's own loop copies "to the end" (length 0) without limit, so a source that
+        never ends (``/dev/zero``) would make one request run and write forever. Here the copy
+        stops with an error at the bound, and when the channel closes; the session's end
+        (kill, revocation, shutdown) cancels it between blocks.
+        """
+        src_handle = packet.get_string()
+        src_offset = packet.get_uint64()
+        length = packet.get_uint64()
+        dst_handle = packet.get_string()
+        dst_offset = packet.get_uint64()
+        packet.check_end()
+        src = self._file_handles.get(src_handle)
+        dst = self._file_handles.get(dst_handle)
+        if not src or not dst:
+            raise SFTPInvalidHandle("Invalid file handle")
+        if length > COPY_DATA_MAX:
+            raise SFTPFailure(f"copy-data: at most {COPY_DATA_MAX} bytes per request")
+        to_end = length == 0
+        left = COPY_DATA_MAX if to_end else length
+        while left:
+            if self._writer is None or self._writer.channel.is_closing():
+                raise SFTPFailure("copy-data: the session ended")
+            size = min(left, COPY_DATA_BLOCK)
+            read = self._server.read(src, src_offset, size)
+            data = await read if inspect.isawaitable(read) else read
+            written = self._server.write(dst, dst_offset, data)
+            if inspect.isawaitable(written):
+                await written
+            if len(data) < size:
+                return
+            src_offset += size
+            dst_offset += size
+            left -= size
+        if to_end:
+            raise SFTPFailure(f"copy-data: stopped after {COPY_DATA_MAX} bytes (the bound)")
+
+    _packet_handlers = {  # noqa: RUF012 (asyncssh's own table, with copy-data replaced)
+        **SFTPServerHandler._packet_handlers,
+        b"copy-data": _process_copy_data_bounded,  # type: ignore[dict-item]
+        FXP_OPEN: _process_open_bounded,  # type: ignore[dict-item]
+        FXP_OPENDIR: _process_opendir_bounded,  # type: ignore[dict-item]
+    }
+
+
+async def run_sftp_server(
+    server: asyncssh.SFTPServer,
+    reader: asyncssh.SSHReader[bytes],
+    writer: asyncssh.SSHWriter[bytes],
+    sftp_version: int,
+    flow: WriteFlow | None = None,
+    max_handles: int = 128,
+) -> None:
+    """Serve the sftp subsystem like ``asyncssh.sftp.run_sftp_server``, paced by ``flow``."""
+    reader.logger.info("Starting SFTP server")
+    await PacedSFTPHandler(server, reader, writer, sftp_version, flow, max_handles).run()
