@@ -26,6 +26,7 @@ from tests.deploy.helpers import (
     http_get,
     inspect,
     labels,
+    run,
 )
 from tests.e2e.helpers import docker, has_process, no_traceback, unique, wait_until
 
@@ -182,3 +183,36 @@ def test_volume_keeps_host_keys_and_users_across_a_new_container(
     assert host_key(gw.port) == before
     res = gw.ssh(f"{user}+{target}", "echo", "again")
     assert (res.returncode, res.stdout) == (0, b"again\n"), res.stderr
+
+
+def test_replica_shows_the_host_keys_it_was_given(
+    gw: ContainerGateway, docker_host: str, tmp_path: Path
+) -> None:
+    """deploy/README.md's recipe: keys made once, copied into a new replica's volume."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for kind, extra in (("ed25519", []), ("ecdsa", ["-b", "256"])):
+        run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", "sshgw",
+             "-f", keys / f"ssh_host_{kind}_key"])  # fmt: skip
+    suffix = uuid.uuid4().hex[:10]
+    volume = f"sshgw-t-replica-{suffix}"
+    replica = ContainerGateway(
+        gw.image, f"sshgw-t-replica-{suffix}", volume, gw.socket, tmp_path, run_opts=HARDENED
+    )
+    docker("volume", "create", *labels(), volume)
+    try:
+        docker(
+            "run", "--rm", *labels(), "-v", f"{volume}:/var/lib/sshgw", "-v", f"{keys}:/keys:ro",
+            "--user", "0", "--entrypoint", "sh", gw.image, "-c",
+            "cd /var/lib/sshgw && cp /keys/ssh_host_* . && chown 10001:10001 ssh_host_* &&"
+            " chmod 0600 ssh_host_*_key",
+        )  # fmt: skip
+        replica.start()
+        given = (keys / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        assert host_key(replica.port).split() == given
+        assert host_key(replica.port) != host_key(gw.port)
+        # The replica made its database beside the keys it was given.
+        assert replica.cli("db", "status").returncode == 0
+    finally:
+        replica.remove()
+        docker("volume", "rm", "-f", volume, check=False)
