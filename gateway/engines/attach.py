@@ -16,7 +16,9 @@ This replaces aiodocker's generic stream for the hot path of every session and f
   the socket had been paused (the pause cost throughput), and halves each time the consumer
   took longer than ``LAG_SECONDS`` to take the paused stream back down (a slow client: more
   read-ahead only holds memory). Thousands of streams to slow clients thus hold 64 KiB each, one
-  fast stream reads ahead as far as it helps.
+  fast stream reads ahead as far as it helps. Read-ahead above the minimum comes from one
+  budget for the whole gateway (``READ_AHEAD_BUDGET``), so that hundreds of fast streams do not
+  hold 1 MiB each: a stream that finds the budget spent keeps the read-ahead it has.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _ENGINE_ERROR = 3
 
 READ_AHEAD_MIN = 64 * 1024
 READ_AHEAD_MAX = 1024 * 1024
+READ_AHEAD_BUDGET = 64 * 1024 * 1024  # all streams' read-ahead above READ_AHEAD_MIN, together
 LAG_SECONDS = 0.02
 JOIN_MAX = 256 * 1024
 HEAD_MAX = 64 * 1024
@@ -50,9 +53,34 @@ class AttachError(Exception):
         self.message = message
 
 
+class ReadAheadBudget:
+    """Read-ahead above ``READ_AHEAD_MIN``, shared by the streams that use it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+
+    def take(self, want: int) -> int:
+        """Up to ``want`` bytes of it (what is left, perhaps nothing)."""
+        got = max(0, min(want, self.free))
+        self.free -= got
+        return got
+
+    def give(self, n: int) -> None:
+        self.free = min(self.total, self.free + max(n, 0))
+
+    def __repr__(self) -> str:
+        return f"<ReadAheadBudget {self.total - self.free} of {self.total} in use>"
+
+
+#: The gateway's one budget: every stream takes its growth from it and gives it back.
+READ_AHEAD = ReadAheadBudget(READ_AHEAD_BUDGET)
+
+
 class AttachProtocol(asyncio.Protocol):
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool, budget: ReadAheadBudget = READ_AHEAD) -> None:
         self.tty = tty
+        self._budget = budget
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         # Response head (then, on an error status, its body).
@@ -217,6 +245,8 @@ class AttachProtocol(asyncio.Protocol):
                 )
         self._eof = True
         self._exc = exc
+        self._budget.give(self._limit - READ_AHEAD_MIN)  # no more reading ahead
+        self._limit = READ_AHEAD_MIN
         self._wake()
 
     async def read(self) -> tuple[int, bytes] | None:
@@ -229,7 +259,8 @@ class AttachProtocol(asyncio.Protocol):
             if self._pressed:
                 # Ran dry after a pause: a larger read-ahead would have kept the engine going.
                 self._pressed = False
-                self._limit = min(self._limit * 2, READ_AHEAD_MAX)
+                want = min(self._limit * 2, READ_AHEAD_MAX) - self._limit
+                self._limit += self._budget.take(want)
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -249,7 +280,9 @@ class AttachProtocol(asyncio.Protocol):
             self._paused = False
             if self._loop.time() - self._paused_at > LAG_SECONDS:
                 # The consumer lags (a slow client): read-ahead would only hold memory.
-                self._limit = max(self._limit // 2, READ_AHEAD_MIN)
+                smaller = max(self._limit // 2, READ_AHEAD_MIN)
+                self._budget.give(self._limit - smaller)
+                self._limit = smaller
             self.transport.resume_reading()
         return kind, data
 

@@ -11,12 +11,14 @@ import pytest
 from gateway.engines.attach import (
     JOIN_MAX,
     LAG_SECONDS,
+    READ_AHEAD_BUDGET,
     READ_AHEAD_MAX,
     READ_AHEAD_MIN,
     STDERR,
     STDOUT,
     AttachError,
     AttachProtocol,
+    ReadAheadBudget,
 )
 
 UPGRADED = (
@@ -59,8 +61,10 @@ def frame(kind: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", kind, len(data)) + data
 
 
-def make(tty: bool = False) -> tuple[AttachProtocol, FakeTransport]:
-    proto = AttachProtocol(tty)
+def make(
+    tty: bool = False, budget: ReadAheadBudget | None = None
+) -> tuple[AttachProtocol, FakeTransport]:
+    proto = AttachProtocol(tty, budget or ReadAheadBudget(READ_AHEAD_BUDGET))
     transport = FakeTransport()
     proto.connection_made(transport)
     return proto, transport
@@ -222,6 +226,20 @@ def fill(proto: AttachProtocol, transport: FakeTransport, chunk: bytes) -> int:
     return fed
 
 
+async def run_dry(proto: AttachProtocol, transport: FakeTransport, chunk: bytes) -> int:
+    """A fast consumer: takes a paused stream back at once, then waits (runs dry)."""
+    fill(proto, transport, chunk)
+    while transport.paused:
+        assert await proto.read() is not None
+    while proto._frames:
+        await proto.read()
+    reader = asyncio.ensure_future(proto.read())
+    await asyncio.sleep(0)
+    proto.data_received(chunk)
+    assert await reader is not None
+    return proto.read_ahead
+
+
 async def test_read_ahead_grows_while_the_consumer_keeps_running_dry() -> None:
     proto, transport = make()
     proto.data_received(UPGRADED)
@@ -229,16 +247,7 @@ async def test_read_ahead_grows_while_the_consumer_keeps_running_dry() -> None:
     assert proto.read_ahead == READ_AHEAD_MIN
     limits = []
     for _ in range(8):
-        fill(proto, transport, chunk)
-        while transport.paused:  # a fast consumer: takes it all back at once
-            assert await proto.read() is not None
-        while proto._frames:
-            await proto.read()
-        reader = asyncio.ensure_future(proto.read())  # and then waits: ran dry
-        await asyncio.sleep(0)
-        proto.data_received(chunk)
-        assert await reader is not None
-        limits.append(proto.read_ahead)
+        limits.append(await run_dry(proto, transport, chunk))
     assert limits == sorted(limits) and limits[0] == 2 * READ_AHEAD_MIN
     assert limits[-1] == READ_AHEAD_MAX
     # Still bounded: paused one chunk past the largest read-ahead at most.
@@ -247,9 +256,10 @@ async def test_read_ahead_grows_while_the_consumer_keeps_running_dry() -> None:
 
 
 async def test_read_ahead_shrinks_when_the_consumer_lags() -> None:
-    proto, transport = make()
+    budget = ReadAheadBudget(READ_AHEAD_BUDGET)
+    proto, transport = make(budget=budget)
     proto.data_received(UPGRADED)
-    proto._limit = READ_AHEAD_MAX
+    proto._limit = READ_AHEAD_MIN + budget.take(READ_AHEAD_MAX - READ_AHEAD_MIN)
     chunk = frame(STDOUT, b"s" * 65536)
     for _ in range(6):
         fill(proto, transport, chunk)
@@ -258,6 +268,31 @@ async def test_read_ahead_shrinks_when_the_consumer_lags() -> None:
             assert await proto.read() is not None
     assert proto.read_ahead == READ_AHEAD_MIN
     assert proto._buffered <= READ_AHEAD_MIN
+    assert budget.free == budget.total  # what it gave up is there for other streams
+
+
+async def test_all_streams_together_read_ahead_within_one_budget() -> None:
+    # 500 fast streams each grew to READ_AHEAD_MAX: 500 MiB held between engine and clients.
+    budget = ReadAheadBudget(3 * READ_AHEAD_MIN)
+    chunk = frame(STDOUT, b"f" * 16384)
+    streams = [make(budget=budget) for _ in range(4)]
+    for proto, _ in streams:
+        proto.data_received(UPGRADED)
+    for _ in range(6):
+        for proto, transport in streams:
+            await run_dry(proto, transport, chunk)
+    limits = [proto.read_ahead for proto, _ in streams]
+    assert sum(limits) <= 4 * READ_AHEAD_MIN + budget.total
+    assert max(limits) > READ_AHEAD_MIN  # growth still happens, within the budget
+    assert min(limits) == READ_AHEAD_MIN  # the last one found it spent
+    # A stream that ends gives its growth back, and a waiting one can take it.
+    first, _ = streams[0]
+    grown = first.read_ahead - READ_AHEAD_MIN
+    first.connection_lost(None)
+    first.connection_lost(None)  # once only
+    assert budget.free == grown
+    proto, transport = streams[3]
+    assert await run_dry(proto, transport, chunk) > READ_AHEAD_MIN
 
 
 async def test_read_waits_for_data() -> None:
