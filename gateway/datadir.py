@@ -21,11 +21,9 @@ import os
 import stat
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.store.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +42,6 @@ class DataDirError(GatewayError):
 def private_umask() -> int:
     """Make everything this process creates from now on private; returns the old umask."""
     return os.umask(PRIVATE_UMASK)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    db = parsed.database or ""
-    if not db or db == ":memory:" or db.startswith("file:"):
-        return None
-    return Path(db).expanduser()
 
 
 def _too_open(mode: int, wanted: int) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from gateway.config import Settings
-from gateway.engines import DockerEngine
+from gateway.engines import Engine
 from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
@@ -56,7 +56,7 @@ class Observer:
     # Seconds between the end of a session and writing its asciicast file.
     convert_delay = 0.5
 
-    def __init__(self, settings: Settings, store: StoreLike, engine: DockerEngine) -> None:
+    def __init__(self, settings: Settings, store: StoreLike, engine: Engine) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine

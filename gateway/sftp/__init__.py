@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.engines import Container, DockerEngine
+from gateway.engines import Container, Engine
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class FileOp:
 
 @dataclass(frozen=True)
 class FileAccess:
-    engine: DockerEngine
+    engine: Engine
     container: Container
     login: str  # exec User for every process inside the container (name or uid[:gid])
     writable: bool  # the grant has sftp-write; else every modifying op -> permission denied

@@ -18,7 +18,7 @@ from gateway.vocab import SessionKind
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.engines import Container, DockerEngine
+    from gateway.engines import Container, Engine
     from gateway.observe import Observer, SessionTrack
     from gateway.policy import Decision
     from gateway.ssh.auth import Credential
@@ -60,7 +60,7 @@ class Gateway:
 
     settings: Settings
     store: Store
-    engine: DockerEngine
+    engine: Engine
     observer: Observer
     tasks: TaskSet = field(default_factory=TaskSet)
     motd: str | None = None

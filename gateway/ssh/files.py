@@ -20,7 +20,7 @@ from gateway.sftp.loop import WriteFlow, run_sftp_server
 from gateway.sftp.server import ContainerSFTPServer
 
 if TYPE_CHECKING:
-    from gateway.engines import DockerEngine
+    from gateway.engines import Engine
     from gateway.policy import Decision
     from gateway.ssh.context import SessionContext
 
@@ -28,7 +28,7 @@ SFTP_VERSION = 3
 
 
 def file_access(
-    engine: DockerEngine, ctx: SessionContext, write: Decision, max_handles: int
+    engine: Engine, ctx: SessionContext, write: Decision, max_handles: int
 ) -> FileAccess:
     """What the file server may do for this session; every operation is tracked."""
     track, decision = ctx.track, ctx.decision

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Settings
-from gateway.datadir import DataDirError, prepare_data_dir, private_umask, sqlite_path
+from gateway.datadir import DataDirError, prepare_data_dir, private_umask
+from gateway.store.urls import sqlite_path
 
 
 def mode(path: Path) -> int:
