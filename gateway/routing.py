@@ -61,7 +61,3 @@ def parse_login(raw: str) -> Target:
         if not LOGIN_RE.fullmatch(login):
             raise BadLogin("malformed login")
     return Target(user=user, container=container, login=login)
-
-
-def is_container_ref(text: str) -> bool:
-    return bool(CONTAINER_RE.fullmatch(text))

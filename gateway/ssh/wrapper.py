@@ -146,9 +146,6 @@ def alive_argv(pid: int) -> list[str]:
     return ["/bin/sh", "-c", _OWN_GROUP.format(pid=pid) + f"kill -0 {pid} 2>/dev/null"]
 
 
-OCI_PREFIX = b"OCI runtime exec failed"
-
-
 def explain_start_failure(output: bytes, container: str, login: str) -> str | None:
     """Turn the engine's text for a process that could not start into one clear line."""
     text = output.decode("utf-8", "replace")

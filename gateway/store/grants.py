@@ -125,10 +125,6 @@ class GrantsRepo(Database):
             raise NotFound(f"no such grant: {grant_id}")
         return found[0]
 
-    async def list_grants(self) -> list[Grant]:
-        """The old name of :meth:`all_grants` (tests/integration/test_store.py still uses it)."""
-        return await self.all_grants()
-
     async def remove_grant(self, grant_id: int) -> None:
         async with self._tx() as s:
             result = await s.execute(sa.delete(GrantRow).where(GrantRow.id == grant_id))

@@ -380,7 +380,7 @@ async def test_grants_for_includes_group_grants(store: Store) -> None:
     assert [g.id for g in await store.grants_for("carol")] == [g3, g4]
     assert await store.grants_for("nobody") == []
     assert [g.id for g in await store.all_grants()] == [g1, g2, g3, g4]
-    assert [g.id for g in await store.list_grants()] == [g1, g2, g3, g4]
+    assert [g.id for g in await store.all_grants()] == [g1, g2, g3, g4]
     assert (await store.get_grant(g2)).group == "ops"
 
     # What the SSH server does with them.

@@ -18,7 +18,6 @@ from gateway.routing import (
     MAX_LOGIN_LEN,
     USER_RE,
     Target,
-    is_container_ref,
     parse_login,
     valid_user_name,
 )
@@ -79,7 +78,7 @@ def test_anything_parses_or_is_a_bad_login(raw: str) -> None:
     assert joined(target) == raw
     assert len(raw) <= MAX_LOGIN_LEN and raw.isascii()
     assert valid_user_name(target.user)
-    assert target.container is None or is_container_ref(target.container)
+    assert target.container is None or CONTAINER_RE.fullmatch(target.container)
     assert target.login is None or LOGIN_RE.fullmatch(target.login)
     assert target.login is None or target.container is not None
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from gateway.errors import BadLogin, GatewayError
 from gateway.routing import (
+    CONTAINER_RE,
     MAX_LOGIN_LEN,
     Target,
-    is_container_ref,
     parse_login,
     valid_user_name,
 )
@@ -185,11 +185,11 @@ def test_helpers() -> None:
     assert not valid_user_name("alice+web1")
     assert not valid_user_name("")
     assert not valid_user_name("-x")
-    assert is_container_ref("web1")
-    assert is_container_ref("0123abcdef")
-    assert not is_container_ref("-web1")
-    assert not is_container_ref("web1/x")
-    assert not is_container_ref("")
+    assert CONTAINER_RE.fullmatch("web1")
+    assert CONTAINER_RE.fullmatch("0123abcdef")
+    assert not CONTAINER_RE.fullmatch("-web1")
+    assert not CONTAINER_RE.fullmatch("web1/x")
+    assert not CONTAINER_RE.fullmatch("")
 
 
 # --- property tests ---------------------------------------------------------------------------
