@@ -22,7 +22,10 @@ from tests.deploy.helpers import (
     build_context,
     build_image,
     remove_image,
+    remove_stale_images,
 )
+
+GATEWAY_REPOSITORY = "sshgw-test/gateway"
 
 
 def _image(name: str, which: str) -> str:
@@ -53,7 +56,8 @@ def gateway_image(
     python_base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """deploy/docker/Dockerfile built on the local base; the tag is removed at the end."""
-    tag = f"sshgw-test/gateway:{uuid.uuid4().hex[:12]}"
+    remove_stale_images(GATEWAY_REPOSITORY)
+    tag = f"{GATEWAY_REPOSITORY}:{uuid.uuid4().hex[:12]}"
     build_tag = f"{tag}-build"
     context = tmp_path_factory.mktemp("image") / "context"
     context.mkdir()

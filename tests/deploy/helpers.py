@@ -157,10 +157,28 @@ def build_image(context: Path, base: str, tag: str, target: str | None = None) -
     ]
     if target is not None:
         argv += ["--target", target]
+    # Who made it: remove_stale_images() removes the tags of runs that died before their cleanup.
+    argv += ["--label", f"{OWNER_LABEL}={OWNER}"]
     # The classic builder: its cache is the engine's images, removed with the tags (BuildKit
     # keeps a cache of its own that only `docker builder prune` empties, for everybody).
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     run([*argv, context], timeout=600, env=env)
+
+
+def remove_stale_images(repository: str) -> None:
+    """Remove the tags of ``repository`` that test runs on this host made and left behind."""
+    tags = docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    stale = []
+    for tag in tags:
+        owner = docker(
+            "image", "inspect", "-f", f'{{{{index .Config.Labels "{OWNER_LABEL}"}}}}', tag,
+            check=False,
+        ).stdout.strip()  # fmt: skip
+        host, _, pid = owner.partition(":")
+        if host == os.uname().nodename and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            stale.append(tag)
+    if stale:
+        remove_image(*stale)
 
 
 def remove_image(*tags: str) -> None:
