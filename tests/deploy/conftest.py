@@ -13,23 +13,25 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import BUILD_IMAGES, _setup
 from tests.deploy.helpers import (
     POSTGRES_IMAGE,
     PROMETHEUS_IMAGE,
     PYTHON_BASE,
+    REPO,
     base_python,
     build_context,
     build_image,
     remove_image,
     remove_stale_images,
+    run,
 )
 
 GATEWAY_REPOSITORY = "sshgw-test/gateway"
 
 
 def _image(name: str, which: str) -> str:
-    _setup([BUILD_IMAGES, which], f"building test image {name}")
+    # Idempotent and quick when the image is current; the first build may debootstrap.
+    run([REPO / "tests" / "images" / "build.sh", which], timeout=1800)
     return name
 
 
