@@ -37,6 +37,7 @@ from gateway.ssh.wrapper import (
     new_nonce,
     wrapper_argv,
 )
+from gateway.vocab import EndReason, SessionKind
 
 if TYPE_CHECKING:
     from gateway.ssh.channel import GatewaySession
@@ -59,14 +60,14 @@ async def run_exec(session: GatewaySession, ctx: SessionContext) -> int:
     login_ref = decision.login or container.user or "0"
     nonce = new_nonce()  # the PID marker is taken only with it (see gateway.ssh.pidmark)
     argv = wrapper_argv(
-        "shell" if kind == "shell" else "exec",
+        "shell" if kind == SessionKind.SHELL else "exec",
         login_ref,
         rows,
         cols,
         command or "",
         nonce=nonce,
     )
-    if kind == "shell" and pty and gw.motd:
+    if kind == SessionKind.SHELL and pty and gw.motd:
         motd = gw.motd.replace("\r\n", "\n")
         if not motd.endswith("\n"):
             motd += "\n"
@@ -176,11 +177,11 @@ class Bridge:
                 )
                 self.s._say(stderr, why, self.pty)
                 await self._terminate()
-                self.track.end(255, "killed" if killed else "shutdown")
+                self.track.end(255, EndReason.KILLED if killed else EndReason.SHUTDOWN)
                 return 255
             # The client went away: the process must not live on.
             await self._terminate()
-            self.track.end(None, "client_gone")
+            self.track.end(None, EndReason.CLIENT_GONE)
             return 255
         finally:
             for t in tasks:
@@ -286,7 +287,7 @@ class Bridge:
         if self.pid is None and (code is None or code in (126, 127)):
             why = explain_start_failure(bytes(self.marks.start_output), self.container.name, login)
             if why is not None:
-                self.track.end(code, "error")
+                self.track.end(code, EndReason.ERROR)
                 raise ExecFailed(why)
         if self.pid is None and self._unsent and not self.s._gone.is_set():
             for k, d in self._unsent:
@@ -309,12 +310,12 @@ class Bridge:
                 if not running:
                     break
             if not running:
-                self.track.end(code, "container_gone")
+                self.track.end(code, EndReason.CONTAINER_GONE)
                 raise _ContainerGone(self.container.name, state, code)
         if code is None:
-            self.track.end(None, "error")
+            self.track.end(None, EndReason.ERROR)
             raise EngineUnavailable("the container did not report an exit status")
-        self.track.end(code, "exit")
+        self.track.end(code, EndReason.EXIT)
         return code
 
     async def _resize(self) -> None:
