@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import gateway
 from tests.deploy.helpers import (
     ContainerGateway,
     client_opts,
@@ -110,6 +111,12 @@ def test_image_is_small_unprivileged_and_checks_its_health(
     # Ready: the database (SQLite in the volume) and the engine (through the socket) answer.
     status, body = http_get(f"http://127.0.0.1:{gw.metrics_port}/readyz")
     assert status == 200, body
+    # The version of this checkout, installed from its wheel, says so in both places.
+    version = docker("exec", gw.name, "sshgw", "--version").stdout.strip()
+    assert version == f"sshgw {gateway.__version__}"
+    status, body = http_get(f"http://127.0.0.1:{gw.metrics_port}/metrics")
+    info = [ln for ln in body.splitlines() if ln.startswith(b"sshgw_build_info{")]
+    assert len(info) == 1 and f'version="{gateway.__version__}"'.encode() in info[0], info
 
 
 def test_ssh_and_sftp_through_the_image(gw: ContainerGateway, target: str, tmp_path: Path) -> None:
