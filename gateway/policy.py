@@ -133,6 +133,18 @@ def default_login(grant: Grant) -> str | None:
     return grant.logins[0]
 
 
+def _denied(right: str, reason: DenyReason, why: str, grants: Sequence[Grant] = ()) -> Decision:
+    """A denial saying ``why``, followed by the grants that matched; the first of them is the
+    decision's grant."""
+    return Decision(
+        False,
+        right,
+        "deny: " + why + "; ".join(g.describe() for g in grants),
+        grant=grants[0] if grants else None,
+        reason=reason,
+    )
+
+
 def decide(
     subject: Subject,
     grants: Iterable[Grant],
@@ -157,42 +169,34 @@ def decide(
     if subject.groups:
         who += f" (groups: {','.join(sorted(subject.groups))})"
     if not matching:
-        return Decision(
-            False,
-            right,
-            f"deny: no grant for {who} matches container {target.name}",
-            reason=DenyReason.NO_GRANT,
+        return _denied(
+            right, DenyReason.NO_GRANT, f"no grant for {who} matches container {target.name}"
         )
     live = [g for g in matching if not is_expired(g, now)]
     if not live:
-        return Decision(
-            False,
+        return _denied(
             right,
-            f"deny: every grant for {who} on {target.name} has expired: "
-            + "; ".join(g.describe() for g in matching),
-            grant=matching[0],
-            reason=DenyReason.EXPIRED,
+            DenyReason.EXPIRED,
+            f"every grant for {who} on {target.name} has expired: ",
+            matching,
         )
     with_right = [g for g in live if right in g.rights]
     if not with_right:
-        return Decision(
-            False,
+        return _denied(
             right,
-            f"deny: no grant gives right {right!r} to {who} on {target.name}; matching: "
-            + "; ".join(g.describe() for g in live),
-            grant=live[0],
-            reason=DenyReason.RIGHT_MISSING,
+            DenyReason.RIGHT_MISSING,
+            f"no grant gives right {right!r} to {who} on {target.name}; matching: ",
+            live,
         )
     if login is None and exact:
         allowing = [g for g in with_right if not g.logins or ANY_LOGIN in g.logins]
         if not allowing:
-            return Decision(
-                False,
+            return _denied(
                 right,
-                f"deny: the image's user is not allowed for {who} on {target.name} with right "
-                f"{right!r}; matching: " + "; ".join(g.describe() for g in with_right),
-                grant=with_right[0],
-                reason=DenyReason.LOGIN_NOT_ALLOWED,
+                DenyReason.LOGIN_NOT_ALLOWED,
+                f"the image's user is not allowed for {who} on {target.name} with right "
+                f"{right!r}; matching: ",
+                with_right,
             )
         chosen = allowing[0]
         run_as = None
@@ -205,13 +209,11 @@ def decide(
     else:
         allowing = [g for g in with_right if login_allowed(g, login)]
         if not allowing:
-            return Decision(
-                False,
+            return _denied(
                 right,
-                f"deny: login {login!r} is not allowed for {who} on {target.name}; matching: "
-                + "; ".join(g.describe() for g in with_right),
-                grant=with_right[0],
-                reason=DenyReason.LOGIN_NOT_ALLOWED,
+                DenyReason.LOGIN_NOT_ALLOWED,
+                f"login {login!r} is not allowed for {who} on {target.name}; matching: ",
+                with_right,
             )
         chosen = allowing[0]
         run_as = login

@@ -168,18 +168,8 @@ class Observer:
         self.metrics.auth_attempts.labels(
             method=label_or_other(method, _AUTH_METHODS), result=result
         ).inc()
-        if not audit:
-            return
-        self.submit(
-            _audit.event(
-                _audit.LOGIN,
-                user=user,
-                remote=remote,
-                method=method,
-                result=result,
-                reason=reason or None,
-            )
-        )
+        if audit:
+            self._login_event(user, remote, method, result, reason)
 
     def login_failed(
         self,
@@ -191,15 +181,19 @@ class Observer:
         **detail: Any,
     ) -> None:
         """One audit event for ``count`` failed attempts (their metrics were counted already)."""
+        self._login_event(user, remote, method, "failure", reason, count=count, **detail)
+
+    def _login_event(
+        self, user: str | None, remote: str, method: str, result: str, reason: str, **detail: Any
+    ) -> None:
         self.submit(
             _audit.event(
                 _audit.LOGIN,
                 user=user,
                 remote=remote,
                 method=method,
-                result="failure",
+                result=result,
                 reason=reason or None,
-                count=count,
                 **detail,
             )
         )

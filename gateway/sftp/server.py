@@ -123,6 +123,12 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             f"{_show(path)}: Permission denied (read-only access: no sftp-write right)"
         )
 
+    async def _modify(self, op: str, path: bytes, fn: Callable[[ContainerFS], Any]) -> None:
+        """A modifying operation: refused without the write right, else done like :meth:`_run`."""
+        if not self._access.writable:
+            self._read_only(op, path)
+        await self._run(op, path, fn)
+
     async def _run(self, op: str, path: bytes, fn: Callable[[ContainerFS], Any]) -> Any:
         t0 = time.monotonic()
         try:
@@ -306,16 +312,12 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         return attrs_from_stat(st)
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        if not self._access.writable:
-            self._read_only("setstat", path)
         changes = setstat_changes(attrs)
-        await self._run("setstat", path, lambda fs: fs.setstat(path, follow=True, **changes))
+        await self._modify("setstat", path, lambda fs: fs.setstat(path, follow=True, **changes))
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        if not self._access.writable:
-            self._read_only("setstat", path)
         changes = setstat_changes(attrs)
-        await self._run("setstat", path, lambda fs: fs.setstat(path, follow=False, **changes))
+        await self._modify("setstat", path, lambda fs: fs.setstat(path, follow=False, **changes))
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
         # A listing is held from the first readdir until its handle closes (up to the helper's
@@ -334,47 +336,33 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
             self._listings -= 1
 
     async def remove(self, path: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("remove", path)
-        await self._run("remove", path, lambda fs: fs.remove(path))
+        await self._modify("remove", path, lambda fs: fs.remove(path))
 
     async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
-        if not self._access.writable:
-            self._read_only("mkdir", path)
-        await self._run("mkdir", path, lambda fs: fs.mkdir(path, attrs.permissions))
+        await self._modify("mkdir", path, lambda fs: fs.mkdir(path, attrs.permissions))
 
     async def rmdir(self, path: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("rmdir", path)
-        await self._run("rmdir", path, lambda fs: fs.rmdir(path))
+        await self._modify("rmdir", path, lambda fs: fs.rmdir(path))
 
     async def realpath(self, path: bytes) -> bytes:
         result: bytes = await self._run("realpath", path, lambda fs: fs.realpath(path))
         return result
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("rename", oldpath)
-        await self._run("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, False))
+        await self._modify("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, False))
 
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("rename", oldpath)
-        await self._run("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, True))
+        await self._modify("rename", oldpath, lambda fs: fs.rename(oldpath, newpath, True))
 
     async def readlink(self, path: bytes) -> bytes:
         result: bytes = await self._run("readlink", path, lambda fs: fs.readlink(path))
         return result
 
     async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("symlink", newpath)
-        await self._run("symlink", newpath, lambda fs: fs.symlink(oldpath, newpath))
+        await self._modify("symlink", newpath, lambda fs: fs.symlink(oldpath, newpath))
 
     async def link(self, oldpath: bytes, newpath: bytes) -> None:
-        if not self._access.writable:
-            self._read_only("link", newpath)
-        await self._run("link", newpath, lambda fs: fs.link(oldpath, newpath))
+        await self._modify("link", newpath, lambda fs: fs.link(oldpath, newpath))
 
     async def statvfs(self, path: bytes) -> SFTPVFSAttrs:
         v = await self._run("statvfs", path, lambda fs: fs.statvfs(path))
