@@ -9,7 +9,15 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -95,6 +103,29 @@ def actor() -> str:
         return getpass.getuser()
     except (OSError, KeyError):
         return f"uid:{os.getuid()}"
+
+
+def with_store(ctx: typer.Context, work: Callable[[Store], Awaitable[T]]) -> T:
+    """One command's database work: ``work`` on the store (current schema); its result."""
+    cfg = settings(ctx)
+
+    async def go() -> T:
+        async with open_store(cfg) as store:
+            return await work(store)
+
+    return run(go())
+
+
+def change(
+    ctx: typer.Context, work: Callable[[Store], Awaitable[object]], action: str, **detail: Any
+) -> None:
+    """An administrative change: ``work`` on the store, then its audit event (``action``)."""
+
+    async def go(store: Store) -> None:
+        await work(store)
+        await audit(store, action, **detail)
+
+    with_store(ctx, go)
 
 
 async def audit(store: Store, action: str, **detail: Any) -> None:

@@ -18,9 +18,11 @@ from gateway.cli.common import (
     say,
     settings,
     table,
+    with_store,
 )
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Grant
+from gateway.store import Store
 
 app = typer.Typer(help="Grants: add, list, remove.")
 
@@ -140,13 +142,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List all grants."""
-    cfg = settings(ctx)
-
-    async def go() -> list[Grant]:
-        async with open_store(cfg) as store:
-            return await store.all_grants()
-
-    grants = run(go())
+    grants: list[Grant] = with_store(ctx, lambda store: store.all_grants())
     if as_json:
         print_json([grant_json(g) for g in grants])
         return
@@ -156,14 +152,12 @@ def list_(
 @app.command("remove")
 def remove(ctx: typer.Context, grant_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Remove a grant by id."""
-    cfg = settings(ctx)
 
-    async def go() -> Grant:
-        async with open_store(cfg) as store:
-            grant = await store.get_grant(grant_id)
-            await store.remove_grant(grant_id)
-            await audit(store, "grant.remove", **grant_json(grant))
-            return grant
+    async def go(store: Store) -> Grant:
+        grant = await store.get_grant(grant_id)
+        await store.remove_grant(grant_id)
+        await audit(store, "grant.remove", **grant_json(grant))
+        return grant
 
-    grant = run(go())
+    grant = with_store(ctx, go)
     say(f"removed {grant.describe()}")

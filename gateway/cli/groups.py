@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli.common import audit, fmt_time, open_store, print_json, run, say, settings, table
+from gateway.cli.common import change, fmt_time, print_json, say, table, with_store
 from gateway.store import GroupInfo
 
 app = typer.Typer(help="Groups: add, list, remove, member add|remove.")
@@ -17,14 +17,7 @@ app.add_typer(member_app, name="member")
 @app.command("add")
 def add(ctx: typer.Context, name: str) -> None:
     """Add a group."""
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.add_group(name)
-            await audit(store, "group.add", group=name)
-
-    run(go())
+    change(ctx, lambda store: store.add_group(name), "group.add", group=name)
     say(f"added group {name}")
 
 
@@ -34,13 +27,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List groups with their members."""
-    cfg = settings(ctx)
-
-    async def go() -> list[GroupInfo]:
-        async with open_store(cfg) as store:
-            return await store.list_groups()
-
-    groups = run(go())
+    groups: list[GroupInfo] = with_store(ctx, lambda store: store.list_groups())
     if as_json:
         print_json(
             [
@@ -58,40 +45,27 @@ def list_(
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
     """Remove a group with its memberships and grants."""
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.remove_group(name)
-            await audit(store, "group.remove", group=name)
-
-    run(go())
+    change(ctx, lambda store: store.remove_group(name), "group.remove", group=name)
     say(f"removed group {name}")
 
 
 @member_app.command("add")
 def member_add(ctx: typer.Context, group: str, user: str) -> None:
     """Add USER to GROUP."""
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.add_member(group, user)
-            await audit(store, "group.member.add", group=group, user=user)
-
-    run(go())
+    change(
+        ctx, lambda store: store.add_member(group, user), "group.member.add", group=group, user=user
+    )
     say(f"added {user} to group {group}")
 
 
 @member_app.command("remove")
 def member_remove(ctx: typer.Context, group: str, user: str) -> None:
     """Remove USER from GROUP."""
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.remove_member(group, user)
-            await audit(store, "group.member.remove", group=group, user=user)
-
-    run(go())
+    change(
+        ctx,
+        lambda store: store.remove_member(group, user),
+        "group.member.remove",
+        group=group,
+        user=user,
+    )
     say(f"removed {user} from group {group}")

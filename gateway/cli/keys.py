@@ -20,8 +20,9 @@ from gateway.cli.common import (
     say,
     settings,
     table,
+    with_store,
 )
-from gateway.store import KeyInfo, parse_public_key
+from gateway.store import KeyInfo, Store, parse_public_key
 
 app = typer.Typer(help="SSH public keys: add, list, remove.")
 
@@ -115,14 +116,12 @@ def remove(
     fingerprint = fingerprint.strip()
     if not fingerprint.startswith("SHA256:"):
         fingerprint = "SHA256:" + fingerprint
-    cfg = settings(ctx)
 
-    async def go() -> str:
-        async with open_store(cfg) as store:
-            owner = await store.remove_key(fingerprint)
-            await audit(store, "key.remove", user=owner, fingerprint=fingerprint)
-            return owner
+    async def go(store: Store) -> str:
+        owner = await store.remove_key(fingerprint)
+        await audit(store, "key.remove", user=owner, fingerprint=fingerprint)
+        return owner
 
-    owner = run(go())
+    owner = with_store(ctx, go)
     say(f"removed key {fingerprint} of {owner}")
     say(LIVE_NOTE)

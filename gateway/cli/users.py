@@ -9,6 +9,7 @@ import typer
 from gateway.cli.common import (
     LIVE_NOTE,
     audit,
+    change,
     fmt_expiry,
     fmt_time,
     open_store,
@@ -19,6 +20,7 @@ from gateway.cli.common import (
     say,
     settings,
     table,
+    with_store,
 )
 from gateway.cli.grants import grant_json, grant_table
 from gateway.errors import GatewayError, InvalidInput
@@ -93,13 +95,7 @@ def add(
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users."""
-    cfg = settings(ctx)
-
-    async def go() -> list[UserInfo]:
-        async with open_store(cfg) as store:
-            return await store.list_users()
-
-    users = run(go())
+    users: list[UserInfo] = with_store(ctx, lambda store: store.list_users())
     if as_json:
         print_json([user_json(u) for u in users])
         return
@@ -180,14 +176,8 @@ def enable(ctx: typer.Context, name: str) -> None:
 
 
 def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.set_disabled(name, disabled)
-            await audit(store, "user.disable" if disabled else "user.enable", user=name)
-
-    run(go())
+    action = "user.disable" if disabled else "user.enable"
+    change(ctx, lambda store: store.set_disabled(name, disabled), action, user=name)
     say(f"user {name} {'disabled' if disabled else 'enabled'}")
     if disabled:
         say(LIVE_NOTE)
@@ -196,14 +186,7 @@ def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
     """Remove a user with their keys, memberships and grants; their open connections end."""
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.remove_user(name)
-            await audit(store, "user.remove", user=name)
-
-    run(go())
+    change(ctx, lambda store: store.remove_user(name), "user.remove", user=name)
     say(f"removed user {name}")
     say(LIVE_NOTE)
 
@@ -223,12 +206,11 @@ def passwd(
     if password_stdin == clear:
         raise InvalidInput("give exactly one of --password-stdin or --clear")
     password_hash = None if clear else hash_password(read_password(name))
-    cfg = settings(ctx)
-
-    async def go() -> None:
-        async with open_store(cfg) as store:
-            await store.set_password(name, password_hash)
-            await audit(store, "user.passwd", user=name, password=not clear)
-
-    run(go())
+    change(
+        ctx,
+        lambda store: store.set_password(name, password_hash),
+        "user.passwd",
+        user=name,
+        password=not clear,
+    )
     say(f"password of {name} {'cleared' if clear else 'set'}")
