@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import Gateway, free_port, unique, wait_until
+from tests.support.containers import docker_run_argv, owned_labels
 
 pytestmark = pytest.mark.docker
 
@@ -54,18 +55,7 @@ def box(gateway: Gateway, busybox_image: str) -> Iterator[tuple[str, str]]:
     """A container and a user allowed to run commands in it (module scope: reused)."""
     name = f"sshgw-t-{unique('m')}"
     subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--label",
-            "sshgw-test=1",
-            busybox_image,
-            "sleep",
-            "1000000",
-        ],
+        docker_run_argv(busybox_image, name, owned_labels(), cmd=["sleep", "1000000"]),
         check=True,
         capture_output=True,
         timeout=120,
