@@ -16,6 +16,8 @@ from asyncssh.constants import FXP_OPEN, FXP_OPENDIR
 from asyncssh.packet import SSHPacket
 from asyncssh.sftp import SFTPServerHandler
 
+from gateway.sftp.compat import LenientSFTPHandler
+
 # Server-side copies (the copy-data extension) go through the container: bounded per request.
 COPY_DATA_MAX = 64 << 20
 COPY_DATA_BLOCK = 256 << 10
@@ -30,8 +32,9 @@ class WriteFlow(Protocol):
     async def wait_writable(self) -> None: ...
 
 
-class PacedSFTPHandler(SFTPServerHandler):
-    """asyncssh's SFTP server loop, taking the next request only while replies can leave.
+class PacedSFTPHandler(LenientSFTPHandler):
+    """asyncssh's SFTP server loop, taking the next request only while replies can leave
+    (requests read as leniently as OpenSSH's sftp-server: :mod:`gateway.sftp.compat`).
 
     asyncssh handles one request at a time and writes each reply without waiting for the
     client's socket: a client that pipelines large reads and stops reading would have every
