@@ -69,7 +69,7 @@ class SessionTrack:
         self.bytes_in = 0
         self.bytes_out = 0
         self.exit_status: int | None = None
-        self.end_reason: str | None = None  # an EndReason
+        self.end_reason: EndReason | None = None
         self.started_at: datetime = utcnow()
         self.recorder = recorder
         self._recording_path = recorder.path if recorder is not None else None
@@ -159,8 +159,8 @@ class SessionTrack:
         except Exception:  # never into the data path
             log.exception("file_op bookkeeping failed")
 
-    def end(self, exit_status: int | None, reason: str) -> None:
-        """The session ended, for ``reason`` (an :class:`EndReason`); only the first call counts."""
+    def end(self, exit_status: int | None, reason: EndReason) -> None:
+        """The session ended, for ``reason``; only the first call counts."""
         if self._ended:
             return
         self._ended = True
@@ -169,7 +169,7 @@ class SessionTrack:
         except Exception:
             log.exception("session end bookkeeping failed")
 
-    def _end(self, exit_status: int | None, reason: str) -> None:
+    def _end(self, exit_status: int | None, reason: EndReason) -> None:
         if reason == EndReason.KILLED:
             reason = self.kill_reason
         self.exit_status = exit_status
