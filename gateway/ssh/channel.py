@@ -22,7 +22,7 @@ from asyncssh.channel import SSHChannel
 from asyncssh.packet import SSHPacket
 from asyncssh.stream import SSHServerStreamSession
 
-from gateway.engines.docker import Container
+from gateway.engines import Container
 from gateway.errors import AccessDenied, ContainerNotRunning, EngineUnavailable, GatewayError
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
