@@ -54,6 +54,8 @@ from bench.common import (
     run,
     ssh_argv,
 )
+from tests.support import hostile
+from tests.support.memory import status_kib, watch_growth
 
 MIB = 1 << 20
 NON_READING_TARGET = 64 * MIB  # growth, at most, for (a) and (b)
@@ -69,22 +71,12 @@ TRANSFER_FILE = "/tmp/bench-1mb.bin"
 BIG_FILE = "/tmp/bench-big.bin"
 
 
-def proc_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def rss(pid: int) -> int:
-    return proc_kib(pid, "VmRSS") * 1024
+    return status_kib(pid, "VmRSS") * 1024
 
 
 def peak_rss(pid: int) -> int:
-    return proc_kib(pid, "VmHWM") * 1024
+    return status_kib(pid, "VmHWM") * 1024
 
 
 def mib(n: int) -> str:
@@ -116,64 +108,7 @@ class Result:
         }
 
 
-# The hostile clients of (a) and (b) ------------------------------------------------------------
-
-
-class _Sink(asyncssh.SSHClientSession[bytes]):
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.received = 0
-        self._event = asyncio.Event()
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.received += len(data)
-        if len(self.buf) < MIB:
-            self.buf += data
-        self._event.set()
-
-    async def wait_data(self) -> None:
-        async with asyncio.timeout(60):
-            while not self.received:
-                self._event.clear()
-                await self._event.wait()
-
-    async def sftp_packet(self) -> tuple[int, bytes]:
-        async with asyncio.timeout(60):
-            while True:
-                if len(self.buf) >= 4:
-                    n = int.from_bytes(self.buf[:4], "big")
-                    if len(self.buf) >= 4 + n:
-                        pkt = bytes(self.buf[4 : 4 + n])
-                        del self.buf[: 4 + n]
-                        return pkt[0], pkt[1:]
-                self._event.clear()
-                await self._event.wait()
-
-
-def _stop_reading(conn: asyncssh.SSHClientConnection) -> None:
-    transport = conn._transport  # the attack needs the raw socket
-    assert transport is not None
-    transport.pause_reading()
-
-
-def _sftp(kind: int, body: bytes) -> bytes:
-    payload = bytes([kind]) + body
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-async def _growth(pid: int, base: int, seconds: float) -> int:
-    peak = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        peak = max(peak, rss(pid) - base)
-        if peak > 2 << 30:  # far past the target: spare the machine
-            break
-        await asyncio.sleep(0.25)
-    return max(peak, rss(pid) - base)
+# The hostile clients of (a) and (b) (tests/support/hostile.py) ------------------------------------
 
 
 async def non_reading_exec(
@@ -186,11 +121,11 @@ async def non_reading_exec(
         await asyncio.sleep(0.5)
         base = rss(pid)
         _, sink = await conn.create_session(
-            _Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
+            hostile.Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
         )
-        await sink.wait_data()
-        _stop_reading(conn)
-        growth = await _growth(pid, base, watch)
+        await sink.wait_data(timeout=60)
+        hostile.stop_reading(conn)
+        growth = await watch_growth(pid, base, watch)
         conn.abort()
     return growth
 
@@ -202,25 +137,30 @@ async def non_reading_sftp(
         "127.0.0.1", port, username=login, client_keys=[key], known_hosts=None, agent_path=None
     ) as conn:
         chan, sink = await conn.create_session(
-            _Sink, subsystem="sftp", encoding=None, window=HUGE_WINDOW
+            hostile.Sink, subsystem="sftp", encoding=None, window=HUGE_WINDOW
         )
-        chan.write(_sftp(1, (3).to_bytes(4, "big")))  # INIT v3
-        if (await sink.sftp_packet())[0] != 2:
+        chan.write(hostile.sftp_packet(hostile.FXP_INIT, (3).to_bytes(4, "big")))  # INIT v3
+        if (await sink.sftp_packet(timeout=60))[0] != hostile.FXP_VERSION:
             raise BenchError("sftp: no VERSION answer")
-        req = (1).to_bytes(4, "big") + _string(BIG_FILE.encode()) + (1).to_bytes(4, "big")
-        chan.write(_sftp(3, req + (0).to_bytes(4, "big")))  # OPEN for reading, no attrs
-        kind, body = await sink.sftp_packet()
-        if kind != 102:
+        req = (
+            (1).to_bytes(4, "big") + hostile.sftp_string(BIG_FILE.encode()) + (1).to_bytes(4, "big")
+        )
+        chan.write(
+            hostile.sftp_packet(hostile.FXP_OPEN, req + (0).to_bytes(4, "big"))
+        )  # READ, no attrs
+        kind, body = await sink.sftp_packet(timeout=60)
+        if kind != hostile.FXP_HANDLE:
             raise BenchError(f"sftp: open answered type {kind}: {body[:200]!r}")
         handle = body[8 : 8 + int.from_bytes(body[4:8], "big")]
         await asyncio.sleep(0.5)
         base = rss(pid)
-        _stop_reading(conn)
+        hostile.stop_reading(conn)
         size = 4 * MIB
         for i in range(48):
-            req = (2 + i).to_bytes(4, "big") + _string(handle)
-            chan.write(_sftp(5, req + (i * size).to_bytes(8, "big") + size.to_bytes(4, "big")))
-        growth = await _growth(pid, base, watch)
+            req = (2 + i).to_bytes(4, "big") + hostile.sftp_string(handle)
+            req += (i * size).to_bytes(8, "big") + size.to_bytes(4, "big")
+            chan.write(hostile.sftp_packet(hostile.FXP_READ, req))
+        growth = await watch_growth(pid, base, watch)
         conn.abort()
     return growth
 

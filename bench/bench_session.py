@@ -38,19 +38,10 @@ from bench.common import (
     print_table,
     run,
 )
+from tests.support.memory import status_kib
 
 CONNECT_TARGET = 0.5  # sshgw time / OpenSSH time, at most
 CAT_TARGET = 0.8  # sshgw MB/s / OpenSSH MB/s, at least
-
-
-def rss_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -120,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                     got = count_output(cmd)
                     if got != size:
                         raise BenchError(f"{s.name}: got {got} bytes, expected {size}")
-                rss_before = rss_kib(gw_pid, "VmRSS")
+                rss_before = status_kib(gw_pid, "VmRSS")
                 # Only the sshgw path uses the gateway: its CPU time is that path's cost.
                 cpu_before = cpu_seconds(gw_pid)
                 interleave(paths, args.cat_runs)
                 gw_cpu = (cpu_seconds(gw_pid) - cpu_before) / args.cat_runs
-                rss_peak = rss_kib(gw_pid, "VmHWM")
+                rss_peak = status_kib(gw_pid, "VmHWM")
             b_gw, b_ssh, b_dx, b_sdx = (s for s, _ in paths)
     except BenchError as exc:
         print(f"bench_session: {exc}", file=sys.stderr)

@@ -13,16 +13,16 @@ The hostile client is asyncssh with a huge channel window whose socket is then n
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import asyncssh
 import pytest
 
 from tests.e2e.helpers import Gateway, unique
 from tests.e2e.test_sftp import files_user, in_container
+from tests.support import hostile
+from tests.support.memory import rss, watch_growth
 
 pytestmark = pytest.mark.docker
 
@@ -33,70 +33,9 @@ WATCH = 10.0  # seconds the client keeps not reading
 HUGE_WINDOW = 1 << 30
 
 
-def rss(pid: int) -> int:
-    """Resident set size of a process in bytes (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def gateway_pid(gateway: Gateway) -> int:
     assert gateway.proc is not None and gateway.proc.poll() is None
     return gateway.proc.pid
-
-
-async def watch_growth(pid: int, base: int, seconds: float = WATCH) -> int:
-    """The largest RSS growth over ``base`` seen within ``seconds``."""
-    peak = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        peak = max(peak, rss(pid) - base)
-        if peak > 2 << 30:  # far past any bound: do not take the machine down
-            break
-        await asyncio.sleep(0.25)
-    return max(peak, rss(pid) - base)
-
-
-class _Sink(asyncssh.SSHClientSession[bytes]):
-    """Keeps what arrives; tells when something did."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.received = 0
-        self._event = asyncio.Event()
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.received += len(data)
-        if len(self.buf) < 1 << 20:
-            self.buf += data
-        self._event.set()
-
-    async def wait_data(self, timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.received:
-                self._event.clear()
-                await self._event.wait()
-
-    async def sftp_packet(self, timeout: float = 30) -> tuple[int, bytes]:
-        """The next SFTP packet: (type, body after the type byte)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                if len(self.buf) >= 4:
-                    n = int.from_bytes(self.buf[:4], "big")
-                    if len(self.buf) >= 4 + n:
-                        pkt = bytes(self.buf[4 : 4 + n])
-                        del self.buf[: 4 + n]
-                        return pkt[0], pkt[1:]
-                self._event.clear()
-                await self._event.wait()
-
-
-def stop_reading(conn: asyncssh.SSHClientConnection) -> None:
-    """The client no longer reads its TCP socket (its receive window closes)."""
-    transport = conn._transport
-    assert transport is not None
-    transport.pause_reading()
 
 
 @asynccontextmanager
@@ -118,18 +57,6 @@ async def connect(
         await conn.wait_closed()
 
 
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def _sftp(kind: int, body: bytes) -> bytes:
-    payload = bytes([kind]) + body
-    return len(payload).to_bytes(4, "big") + payload
-
-
-FXP_INIT, FXP_OPEN, FXP_READ, FXP_VERSION, FXP_HANDLE = 1, 3, 5, 2, 102
-
-
 async def test_exec_output_to_a_client_that_stops_reading(
     gateway: Gateway, make_container: MakeContainer, busybox_image: str
 ) -> None:
@@ -145,11 +72,11 @@ async def test_exec_output_to_a_client_that_stops_reading(
         await asyncio.sleep(0.5)
         base = rss(pid)
         _, sink = await conn.create_session(
-            _Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
+            hostile.Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
         )
         await sink.wait_data()
-        stop_reading(conn)
-        growth = await watch_growth(pid, base)
+        hostile.stop_reading(conn)
+        growth = await watch_growth(pid, base, WATCH)
     print(f"exec cat /dev/zero, client not reading: +{growth / 2**20:.1f} MiB")
     assert growth <= GROWTH_MAX, (
         f"the gateway grew by {growth / 2**20:.0f} MiB in {WATCH:.0f} s for one client that "
@@ -167,26 +94,26 @@ async def test_pipelined_sftp_reads_from_a_client_that_stops_reading(
     pid = gateway_pid(gateway)
     async with connect(gateway, user, container) as conn:
         chan, sink = await conn.create_session(
-            _Sink, subsystem="sftp", encoding=None, window=HUGE_WINDOW
+            hostile.Sink, subsystem="sftp", encoding=None, window=HUGE_WINDOW
         )
-        chan.write(_sftp(FXP_INIT, (3).to_bytes(4, "big")))
+        chan.write(hostile.sftp_packet(hostile.FXP_INIT, (3).to_bytes(4, "big")))
         kind, _ = await sink.sftp_packet()
-        assert kind == FXP_VERSION
-        open_req = (1).to_bytes(4, "big") + _string(b"/tmp/big")
+        assert kind == hostile.FXP_VERSION
+        open_req = (1).to_bytes(4, "big") + hostile.sftp_string(b"/tmp/big")
         open_req += (1).to_bytes(4, "big") + (0).to_bytes(4, "big")  # READ, no attrs
-        chan.write(_sftp(FXP_OPEN, open_req))
+        chan.write(hostile.sftp_packet(hostile.FXP_OPEN, open_req))
         kind, body = await sink.sftp_packet()
-        assert kind == FXP_HANDLE, (kind, body)
+        assert kind == hostile.FXP_HANDLE, (kind, body)
         handle = body[8 : 8 + int.from_bytes(body[4:8], "big")]
         await asyncio.sleep(0.5)
         base = rss(pid)
-        stop_reading(conn)
+        hostile.stop_reading(conn)
         size = 4 << 20
         for i in range(48):
-            req = (2 + i).to_bytes(4, "big") + _string(handle)
+            req = (2 + i).to_bytes(4, "big") + hostile.sftp_string(handle)
             req += (i * size).to_bytes(8, "big") + size.to_bytes(4, "big")
-            chan.write(_sftp(FXP_READ, req))
-        growth = await watch_growth(pid, base)
+            chan.write(hostile.sftp_packet(hostile.FXP_READ, req))
+        growth = await watch_growth(pid, base, WATCH)
     print(f"sftp 48 x 4 MiB reads, client not reading: +{growth / 2**20:.1f} MiB")
     assert growth <= GROWTH_MAX, (
         f"the gateway grew by {growth / 2**20:.0f} MiB in {WATCH:.0f} s for 48 pipelined reads of "
