@@ -6,6 +6,8 @@
   own data directory, ports and log.
 - :mod:`tests.support.openssh`: OpenSSH client options (ssh, scp, sftp) and ``ssh-keygen``.
 - :mod:`tests.support.containers`: the ``docker run`` line of a labelled test container.
+- :mod:`tests.support.hostile`: an asyncssh client that stops reading, raw SFTP packets.
+- :mod:`tests.support.memory`: a process's RSS and its growth over a while.
 
 No pytest in here: test fixtures wrap these and turn :class:`SetupError` into a test failure.
 """
