@@ -52,7 +52,7 @@ PACKAGES=(
     postgresql:pg_ctlcluster postgresql-client:psql rsync:rsync debootstrap:debootstrap
     prometheus:promtool tmux:tmux sshpass:sshpass procps:pgrep iproute2:ss util-linux:flock
     ca-certificates: git:git python3-venv: python3-pip:
-    docker-compose:docker-compose systemd:systemd-analyze
+    docker-compose:docker-compose systemd:systemd-analyze rclone:rclone sshfs:sshfs lftp:lftp putty-tools:pscp curl:curl
 )
 
 missing_packages() {
