@@ -17,9 +17,11 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from tests.e2e.helpers import Gateway, no_traceback, unique
@@ -356,3 +358,104 @@ def test_curl_sftp(gateway: Gateway, box: str, tmp_path: Path) -> None:
     res = run([*base, "-o", str(tmp_path / "x"), f"{url}/missing"])
     assert res.returncode != 0
     assert not (tmp_path / "x").exists() or (tmp_path / "x").stat().st_size == 0
+
+
+# --- the protocol edges those clients hit, byte by byte ------------------------------------
+
+FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_WRITE, FXP_LSTAT = 1, 2, 3, 4, 6, 7
+FXP_STATUS, FXP_HANDLE, FXP_ATTRS = 101, 102, 105
+FX_OK, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_BAD_MESSAGE = 0, 2, 3, 5
+WRITE_CREAT_TRUNC = 0x02 | 0x08 | 0x10
+
+
+def s(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def u32(n: int) -> bytes:
+    return n.to_bytes(4, "big")
+
+
+class RawSFTP:
+    """The sftp subsystem spoken by hand: requests as bytes, answers as (type, body)."""
+
+    def __init__(self, stdin: asyncssh.SSHWriter[bytes], stdout: asyncssh.SSHReader[bytes]):
+        self.stdin, self.stdout, self.next_id = stdin, stdout, 1
+
+    async def packet(self, ptype: int, body: bytes) -> tuple[int, bytes]:
+        payload = bytes([ptype]) + body
+        self.stdin.write(u32(len(payload)) + payload)
+        size = int.from_bytes(await self.stdout.readexactly(4), "big")
+        reply = await self.stdout.readexactly(size)
+        return reply[0], reply[1:]
+
+    async def request(self, ptype: int, body: bytes) -> tuple[int, bytes]:
+        rid, self.next_id = self.next_id, self.next_id + 1
+        rtype, rest = await self.packet(ptype, u32(rid) + body)
+        assert rest[:4] == u32(rid)
+        return rtype, rest[4:]
+
+    @staticmethod
+    def status(rtype: int, body: bytes) -> int:
+        assert rtype == FXP_STATUS, (rtype, body)
+        return int.from_bytes(body[:4], "big")
+
+
+@asynccontextmanager
+async def raw_sftp(gateway: Gateway, user: str, container: str) -> AsyncIterator[RawSFTP]:
+    async with asyncssh.connect(
+        HOST,
+        gateway.port,
+        username=f"{user}+{container}",
+        client_keys=[str(gateway.keys[user])],
+        known_hosts=None,
+        agent_path=None,
+    ) as conn:
+        stdin, stdout, _ = await conn.open_session(subsystem="sftp", encoding=None)
+        raw = RawSFTP(stdin, stdout)
+        rtype, _ = await raw.packet(FXP_INIT, u32(3))
+        assert rtype == FXP_VERSION
+        yield raw
+
+
+async def test_lenient_where_sftp_server_is(gateway: Gateway, box: str) -> None:
+    """Trailing bytes, undefined v3 attribute flags and a stat between OPEN and CLOSE are
+    accepted like OpenSSH's sftp-server does; a request too short still gets a clean
+    BAD_MESSAGE and the session goes on; rights and --path rules refuse as before."""
+    user = make_user(gateway, box)
+    dest = fresh_dir(box)
+    path = f"{dest}/raw.txt".encode()
+    junk = b"\xff" * 100
+    async with raw_sftp(gateway, user, box) as c:
+        # permissions + an undefined flag (0x40) with no field of its own
+        rtype, body = await c.request(
+            FXP_OPEN, s(path) + u32(WRITE_CREAT_TRUNC) + u32(0x44) + u32(0o640)
+        )
+        assert rtype == FXP_HANDLE, body
+        handle = body[4:]
+        rtype, body = await c.request(FXP_LSTAT, s(path) + junk)
+        assert rtype == FXP_ATTRS, body  # the new file is there, as with sftp-server
+        rtype, body = await c.request(
+            FXP_WRITE, s(handle) + (0).to_bytes(8, "big") + s(b"hello\n") + junk
+        )
+        assert c.status(rtype, body) == FX_OK
+        short = s(handle) + (6).to_bytes(8, "big") + u32(1000) + b"only this"
+        rtype, body = await c.request(FXP_WRITE, short)
+        assert c.status(rtype, body) == FX_BAD_MESSAGE
+        rtype, body = await c.request(FXP_CLOSE, s(handle) + junk)
+        assert c.status(rtype, body) == FX_OK
+        rtype, body = await c.request(FXP_LSTAT, s(f"{dest}/missing".encode()) + junk)
+        assert c.status(rtype, body) == FX_NO_SUCH_FILE
+    assert in_container(box, f"cat {dest}/raw.txt; stat -c %a {dest}/raw.txt") == "hello\n640\n"
+
+    read_only = make_user(gateway, box, rights="sftp-read")
+    limited = make_user(gateway, box, paths=("/srv/ok",))
+    for who, target in ((read_only, path + b"2"), (limited, path + b"3")):
+        async with raw_sftp(gateway, who, box) as c:
+            rtype, body = await c.request(
+                FXP_OPEN, s(target) + u32(WRITE_CREAT_TRUNC) + u32(0x40) + junk
+            )
+            assert c.status(rtype, body) == FX_PERMISSION_DENIED, who
+            rtype, body = await c.request(FXP_LSTAT, s(target) + junk)
+            assert c.status(rtype, body) in (FX_NO_SUCH_FILE, FX_PERMISSION_DENIED)
+    assert in_container(box, f"ls -A {dest}") == "raw.txt\n"
