@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from gateway.engines.docker import STDERR, STDOUT, ExecStream
+from gateway.engines.base import STDERR, STDOUT, ExecStream
 from gateway.errors import (
     ContainerNotRunning,
     EngineUnavailable,

@@ -30,6 +30,7 @@ import gateway.migrations
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound, StoreUnavailable
 from gateway.routing import valid_user_name
 from gateway.store.models import Group, User
+from gateway.store.urls import sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -154,10 +155,10 @@ class Database:
             raise InvalidInput(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
         kwargs: dict[str, Any] = {}
         if backend == "sqlite":
-            db = parsed.database or ""
-            if db and db != ":memory:" and not db.startswith("file:"):
+            db_file = sqlite_file(parsed)
+            if db_file is not None:
                 try:
-                    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    db_file.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreUnavailable(
                         f"cannot create the directory for the database {safe_url(parsed)}: "
