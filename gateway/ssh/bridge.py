@@ -153,7 +153,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         out_task = loop.create_task(self._pump_out(stdout, stderr))
         in_task = loop.create_task(self._pump_in(stdin))
-        gone_task = loop.create_task(self.s._gone.wait())
+        gone_task = loop.create_task(self.s.gone.wait())
         kill_task = loop.create_task(self.track.killed.wait())
         stop_task = loop.create_task(self.gw.stopping.wait())
         tasks = {out_task, in_task, gone_task, kill_task, stop_task}
@@ -175,7 +175,7 @@ class Bridge:
                     if killed
                     else ("the gateway is shutting down; session ended")
                 )
-                self.s._say(stderr, why, self.pty)
+                self.s.say(stderr, why, self.pty)
                 await self._terminate()
                 self.track.end(255, EndReason.KILLED if killed else EndReason.SHUTDOWN)
                 return 255
@@ -207,7 +207,7 @@ class Bridge:
                 if self._signals.take():
                     await self._signal(str(exc.signal))
                 else:
-                    self.s._dropped("signal")
+                    self.s.dropped("signal")
                 continue
             except asyncssh.BreakReceived:
                 self.s.events.done()
@@ -264,7 +264,7 @@ class Bridge:
                 (stdout if kind == STDOUT else stderr).write(data)
         except (BrokenPipeError, ConnectionError, asyncssh.Error):
             # The client is gone; the session's watcher ends the process.
-            self.s._gone.set()
+            self.s.gone.set()
             raise _ClientGone() from None
 
     async def _room(self, writer: asyncssh.SSHWriter[bytes]) -> None:
@@ -276,7 +276,7 @@ class Bridge:
             if flow is not None and not flow.writable:
                 await flow.wait_writable()
         except (BrokenPipeError, ConnectionError, asyncssh.Error):
-            self.s._gone.set()
+            self.s.gone.set()
             raise _ClientGone() from None
 
     async def _finished(self, login: str, stderr: asyncssh.SSHWriter[bytes]) -> int:
@@ -289,7 +289,7 @@ class Bridge:
             if why is not None:
                 self.track.end(code, EndReason.ERROR)
                 raise ExecFailed(why)
-        if self.pid is None and self._unsent and not self.s._gone.is_set():
+        if self.pid is None and self._unsent and not self.s.gone.is_set():
             for k, d in self._unsent:
                 writer = self.stdout if k == STDOUT else self.stderr
                 if writer is not None:

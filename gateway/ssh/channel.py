@@ -57,7 +57,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self.gwconn = conn
         self.gw: Gateway = conn.gw
         self.session_id = uuid.uuid4().hex
-        self._gone = asyncio.Event()
+        self.gone = asyncio.Event()  # the client went away (or the channel closed)
         self._grants: list[Grant] | None = None
         # What a client may queue with channel requests stays bounded (gateway.ssh.pacing).
         self.events = EventQueueCap(EVENTS_PENDING_MAX)
@@ -68,7 +68,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         self._ended = False
 
     def __repr__(self) -> str:
-        if self._gone.is_set():
+        if self.gone.is_set():
             state = "CLOSED"
         elif self._ended:
             state = "ENDED"
@@ -110,15 +110,16 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         if self.events.admit():
             super().signal_received(signal)
         else:
-            self._dropped("signal")
+            self.dropped("signal")
 
     def break_received(self, msec: int) -> bool:
         if self.events.admit():
             return bool(super().break_received(msec))
-        self._dropped("break")
+        self.dropped("break")
         return False
 
-    def _dropped(self, what: str) -> None:
+    def dropped(self, what: str) -> None:
+        """Count (and now and then log) a channel request dropped for coming too fast."""
         self.dropped_requests += 1
         if self.dropped_requests in (1, 100, 10000):
             log.info(
@@ -148,7 +149,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._gone.set()
+        self.gone.set()
         self.gwconn.session_closed(self)  # its place under max_sessions is free again
 
     # The session ---------------------------------------------------------------------------
@@ -178,25 +179,26 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         except GatewayError as exc:
             if exc.public_message != exc.user_message:
                 log.warning("conn %s: %s", self.gwconn.conn_id, exc.user_message)
-            self._say(stderr, exc.public_message, pty)
+            self.say(stderr, exc.public_message, pty)
             status = exc.exit_status
         except asyncio.CancelledError:
             status = 255
             raise
         except Exception:
             log.exception("conn %s: session %s failed", self.gwconn.conn_id, self.session_id[:8])
-            self._say(stderr, "internal error (logged on the gateway)", pty)
+            self.say(stderr, "internal error (logged on the gateway)", pty)
             status = 1
         finally:
             self._ended = True
-            if not self._gone.is_set():
+            if not self.gone.is_set():
                 try:
                     chan.exit(status)
                 except Exception as exc:
                     log.debug("exit: %r", exc)
 
-    def _say(self, writer: asyncssh.SSHWriter[bytes], message: str, pty: bool) -> None:
-        if self._gone.is_set():
+    def say(self, writer: asyncssh.SSHWriter[bytes], message: str, pty: bool) -> None:
+        """One ``sshgw: …`` line to the client, unless it is gone."""
+        if self.gone.is_set():
             return
         line = f"sshgw: {message}" + ("\r\n" if pty else "\n")
         try:
@@ -269,7 +271,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         try:
             containers = await self._until_ended(self.gw.engine.list_containers(), track)
             if isinstance(containers, _Ended):
-                self._say(stderr, _end_message(track), pty)
+                self.say(stderr, _end_message(track), pty)
                 track.end(255, self._end_reason(track))
                 return 255
             subject = Subject(ident.user, ident.groups)
@@ -369,7 +371,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 # to read it (a slow scp: minutes): drop it and close now.
                 self.chan.abort()
             else:
-                self._say(stderr, _end_message(track), False)
+                self.say(stderr, _end_message(track), False)
             track.end(255, self._end_reason(track))
             return 255
         track.end(0, EndReason.EXIT)
@@ -395,7 +397,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         task = asyncio.ensure_future(work)
         kill = asyncio.ensure_future(track.killed.wait())
         stop = asyncio.ensure_future(self.gw.stopping.wait())
-        gone = asyncio.ensure_future(self._gone.wait())
+        gone = asyncio.ensure_future(self.gone.wait())
         try:
             await asyncio.wait({task, kill, stop, gone}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
@@ -432,7 +434,7 @@ def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession
         peek = SSHPacket(packet.get_remaining_payload())
         key, value = peek.get_string(), peek.get_string()
         if not budget.admit(key, value):
-            session._dropped("env")
+            session.dropped("env")
             return False
         return bool(process(packet))
 

@@ -49,5 +49,5 @@ def test_a_session_shows_its_kind_target_and_state() -> None:
     assert repr(session) == "<GatewaySession 9ab1… exec alice+web1+app [RUNNING]>"
     session._ended = True
     assert repr(session) == "<GatewaySession 9ab1… exec alice+web1+app [ENDED]>"
-    session._gone.set()
+    session.gone.set()
     assert repr(session) == "<GatewaySession 9ab1… exec alice+web1+app [CLOSED]>"
