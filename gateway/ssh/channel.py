@@ -236,18 +236,23 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             connected_at=self.gwconn.accepted_at,
         )
 
-    async def _recheck(self, ident: Identity) -> None:
+    async def _recheck(self, ident: Identity, kind: SessionKind) -> None:
         """The connection's user and key or password must still be valid for a new channel."""
         reason = await self.gw.observer.recheck(self.gwconn.conn_id, ident.user)
         if reason is not None:
             self.gw.observer.access_denied(
-                DenyReason.REVOKED, ident.user, ident.target.container, "-", self.gwconn.remote
+                DenyReason.REVOKED,
+                ident.user,
+                ident.target.container,
+                "-",
+                self.gwconn.remote,
+                kind=kind,
             )
             raise AccessDenied(f"access revoked ({reason})")
 
-    async def _grants_rechecked(self, ident: Identity) -> list[Grant]:
+    async def _grants_rechecked(self, ident: Identity, kind: SessionKind) -> list[Grant]:
         """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
-        check = asyncio.ensure_future(self._recheck(ident))
+        check = asyncio.ensure_future(self._recheck(ident, kind))
         try:
             grants = await self.gw.store.grants_for(ident.user)
         finally:
@@ -264,7 +269,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         pty: bool,
     ) -> int:
         """``ssh alice@gw``: the containers alice may reach."""
-        grants = await self._grants_rechecked(ident)
+        grants = await self._grants_rechecked(ident, SessionKind.LIST)
         track = self.gw.observer.session_started(
             self._info(ident, SessionKind.LIST, None, None, None, pty, False)
         )
@@ -316,7 +321,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         name = ident.target.container
         assert name is not None
         # The container and the grants are looked up at the same time.
-        grants_task = asyncio.ensure_future(self._grants_rechecked(ident))
+        grants_task = asyncio.ensure_future(self._grants_rechecked(ident, kind))
         try:
             container = await self.gw.engine.resolve(name)
         except EngineUnavailable:

@@ -24,6 +24,7 @@ import asyncssh
 import pytest
 
 from tests.e2e.helpers import REPO, Gateway, GatewayFactory, has_process, unique, wait_until
+from tests.e2e.test_metrics_prometheus import sample, scrape
 from tests.e2e.test_sftp import client_opts, in_container
 
 pytestmark = pytest.mark.docker
@@ -152,12 +153,19 @@ async def test_disabled_user_loses_open_connections(
         assert master.run("echo before").stdout == b"before\n"
         assert wait_until(lambda: has_process(c, r"sleep 97\b"), timeout=30)
 
+        before = scrape(gateway)
         gateway.cli("user", "disable", user)
         t0 = time.monotonic()
         # A new channel on the open connections is refused at once.
         res = master.run("echo after")
         assert b"after" not in res.stdout, res
         assert res.returncode != 0
+        # ... and counted under its own kind (it was counted as "other").
+        after = scrape(gateway)
+        for kind, grew in (("exec", True), ("other", False)):
+            was = sample(before, "sshgw_sessions_started_total", kind=kind, result="denied")
+            now = sample(after, "sshgw_sessions_started_total", kind=kind, result="denied")
+            assert (now > was) == grew, (kind, was, now)
         try:
             r = await conn.run("echo after", timeout=10)
         except (asyncssh.Error, OSError):
