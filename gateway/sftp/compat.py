@@ -12,9 +12,13 @@ data. :class:`LenientSFTPHandler` does the same as sftp-server:
 - in the requests that carry attributes (open, setstat, fsetstat, mkdir, lsetstat) the
   attribute flags SFTP v3 does not define are cleared before asyncssh decodes them, as
   sftp-server never looks at them;
-- a STAT or LSTAT of a file this session is creating (open for writing, still under its
-  temporary name) answers that file's attributes, as sftp-server (which creates the file at
-  open) would: sshfs fails ``creat()`` with ENOENT otherwise.
+- a STAT, LSTAT or SETSTAT of a file this session is creating (open for writing, still under
+  its temporary name) acts on that open file, as with sftp-server (which creates the file at
+  open): sshfs fails ``creat()`` with ENOENT otherwise, and ``cp -p`` its times.
+
+Known limit: an OPEN of such a file by path before its CLOSE (sshfs sends CLOSE from FUSE's
+asynchronous release, so ``open()`` right after ``close()`` can overtake it) still finds
+nothing; with sftp-server the file exists from OPEN on.
 
 Nothing here touches paths, rights, handles or limits: the same handlers and the same
 :class:`~gateway.sftp.server.ContainerSFTPServer` methods run on the same fields.
@@ -111,15 +115,16 @@ def _same_path(a: bytes, b: bytes) -> bool:
 class LenientSFTPHandler(SFTPServerHandler):
     """asyncssh's SFTP server handler reading requests like OpenSSH's sftp-server."""
 
-    def _created_handle(self, packet: SSHPacket) -> bytes | None:
-        """The handle of a new file this session has open for writing at the path a stat or
-        lstat request names, if any.
+    def _created_handle(self, packet: SSHPacket) -> tuple[bytes, bytes] | None:
+        """The handle of a new file this session has open for writing at the path a stat,
+        lstat or setstat request names, and the request's bytes after the path; or None.
 
         A new file lives under a temporary name until it is closed
         (:mod:`gateway.containerfs`), where sftp-server creates it at open. sshfs creates a
         file with OPEN and then asks for the path's attributes before it writes or closes
-        (ENOENT there fails the creat() call): such a request is answered like FSTAT on that
-        handle. Only this session's own handles count, opened through the same path checks.
+        (ENOENT there fails the creat() call), and ``cp -p`` sets the times by path before
+        the close: such requests are answered like FSTAT / FSETSTAT on that handle. Only this
+        session's own handles count, opened through the same path and write-right checks.
         """
         if not self._file_handles:
             return None
@@ -138,7 +143,7 @@ class LenientSFTPHandler(SFTPServerHandler):
                 and isinstance(opened, bytes)
                 and _same_path(opened, path)
             ):
-                return handle
+                return handle, probe.get_remaining_payload()
         return None
 
     async def recv_packet(self) -> SSHPacket:
@@ -152,11 +157,15 @@ class LenientSFTPHandler(SFTPServerHandler):
                 fields = _ATTRS_AFTER.get(name) if name is not None else None
                 if fields is not None:
                     packet = _mask_attr_flags(packet, "s" + fields)  # the name, then fields
-            elif pkttype in (FXP_STAT, FXP_LSTAT):
-                handle = self._created_handle(packet)
-                if handle is not None:
-                    pkttype, packet = FXP_FSTAT, LenientPacket(String(handle))
             else:
+                if pkttype in (FXP_STAT, FXP_LSTAT, FXP_SETSTAT):
+                    created = self._created_handle(packet)
+                    if created is not None:
+                        handle, rest = created
+                        if pkttype == FXP_SETSTAT:
+                            pkttype, packet = FXP_FSETSTAT, LenientPacket(String(handle) + rest)
+                        else:
+                            pkttype, packet = FXP_FSTAT, LenientPacket(String(handle))
                 fields = _ATTRS_AFTER.get(pkttype)
                 if fields is not None:
                     packet = _mask_attr_flags(packet, fields)
