@@ -21,6 +21,7 @@ import asyncssh
 import pytest
 
 from tests.e2e.helpers import Gateway, GatewayFactory, no_traceback, unique, wait_until
+from tests.support.containers import OWNER_LABEL, TEST_LABEL, owner
 
 pytestmark = pytest.mark.docker
 
@@ -152,7 +153,9 @@ def restartable(busybox_image: str) -> Iterator[str]:
         "--restart",
         "always",
         "--label",
-        "sshgw.test=1",
+        f"{TEST_LABEL}=1",
+        "--label",
+        f"{OWNER_LABEL}={owner()}",
         "--stop-signal",
         "SIGKILL",
         busybox_image,
