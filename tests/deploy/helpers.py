@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import SSH_BASE_OPTS, docker, no_traceback, wait_until
+from tests.e2e.helpers import docker, no_traceback, wait_until
+from tests.support import openssh
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -206,17 +207,7 @@ def keygen(path: Path) -> Path:
 
 
 def client_opts(key: Path) -> list[str]:
-    return [
-        *SSH_BASE_OPTS,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-i",
-        str(key),
-    ]
+    return [*openssh.client_opts(key), *openssh.CONNECT_TIMEOUT]
 
 
 def ssh_argv(

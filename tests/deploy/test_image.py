@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +28,12 @@ from tests.deploy.helpers import (
     labels,
     run,
 )
-from tests.e2e.helpers import docker, has_process, no_traceback, unique, wait_until
+from tests.e2e.helpers import (
+    docker,
+    kill_client_and_check_no_orphan,
+    no_traceback,
+    unique,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -158,23 +162,8 @@ def test_no_orphan_when_the_client_is_killed(gw: ContainerGateway, target: str, 
     """The gateway ends a session's process through the engine alone (no host PID namespace)."""
     user = user_for(gw, target)
     seconds = 4300 + tty
-    proc = subprocess.Popen(
-        gw.ssh_argv(f"{user}+{target}", f"sleep {seconds}", extra=["-tt"] if tty else []),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    pattern = rf"sleep {seconds}\b"
-    try:
-        assert wait_until(lambda: has_process(target, pattern), 30), "sleep never started"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    gone = wait_until(lambda: not has_process(target, pattern), 20)
-    assert gone, f"process left behind in {target}:\n{docker('top', target).stdout}"
+    argv = gw.ssh_argv(f"{user}+{target}", f"sleep {seconds}", extra=["-tt"] if tty else [])
+    kill_client_and_check_no_orphan(argv, target, rf"sleep {seconds}\b")
 
 
 def test_volume_keeps_host_keys_and_users_across_a_new_container(

@@ -39,6 +39,7 @@ __all__ = [
     "docker",
     "free_port",
     "has_process",
+    "kill_client_and_check_no_orphan",
     "no_traceback",
     "one_line_error",
     "set_winsize",
@@ -112,6 +113,24 @@ def container_pids(name: str) -> dict[int, str]:
 
 def has_process(name: str, pattern: str) -> bool:
     return re.search(pattern, container_processes(name)) is not None
+
+
+def kill_client_and_check_no_orphan(argv: Sequence[str], container: str, pattern: str) -> None:
+    """Start the ssh client ``argv``, SIGKILL it once ``pattern`` runs in ``container``, and
+    check that the gateway ends that process."""
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert wait_until(lambda: has_process(container, pattern), 30), "command never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    gone = wait_until(lambda: not has_process(container, pattern), 20)
+    assert gone, f"process left behind in {container}:\n{docker('top', container).stdout}"
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:

@@ -18,6 +18,7 @@ from tests.e2e.helpers import (
     container_pids,
     docker,
     has_process,
+    kill_client_and_check_no_orphan,
     no_traceback,
     one_line_error,
     unique,
@@ -74,22 +75,8 @@ def test_container_killed_mid_session(
 def _kill_client_and_check_no_orphan(
     gateway: Gateway, c: str, user: str, opts: list[str], pattern: str
 ) -> None:
-    proc = subprocess.Popen(
-        gateway.ssh_cmd(f"{user}+{c}", pattern.replace("\\b", ""), extra_opts=opts),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_until(lambda: has_process(c, pattern), 30), "command never started"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    gone = wait_until(lambda: not has_process(c, pattern), 20)
-    assert gone, f"process left behind in the container:\n{docker('top', c).stdout}"
+    argv = gateway.ssh_cmd(f"{user}+{c}", pattern.replace("\\b", ""), extra_opts=opts)
+    kill_client_and_check_no_orphan(argv, c, pattern)
 
 
 def test_no_orphan_after_client_killed_exec(

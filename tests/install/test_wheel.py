@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 import gateway
-from tests.e2e.helpers import REPO, SSH_BASE_OPTS, free_port, no_traceback, unique, wait_until
+from tests.e2e.helpers import REPO, free_port, no_traceback, unique, wait_until
 from tests.install.venvs import Dists, Installed, outside_env
+from tests.support.openssh import CONNECT_TIMEOUT, client_opts
 
 pytestmark = pytest.mark.docker
 
@@ -145,15 +146,8 @@ def test_installed_wheel_serves_a_session(
         res = subprocess.run(
             [
                 "ssh",
-                *SSH_BASE_OPTS,
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-                "-i",
-                str(key),
+                *client_opts(key),
+                *CONNECT_TIMEOUT,
                 "-p",
                 str(port),
                 "-l",
