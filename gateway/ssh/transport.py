@@ -11,7 +11,7 @@ The packets all connections queued in one turn are counted together: once they p
 ``TURN_PENDING_MAX``, a connection that writes sends what it queued at once instead of at the end
 of the turn. With hundreds of busy sessions, the output of every session of one turn otherwise
 waited for that turn's end all together (500 concurrent 1 MB transfers peaked at about 260 MiB of
-RSS; with the cap, at about 210 MiB). A few fast sessions never reach it and keep their one large
+RSS; with the cap, at 214-230 MiB). A few fast sessions never reach it and keep their one large
 write per turn (sending every 64 KiB cost a single 200 MB download about 25% more CPU).
 
 The wrapper is also where the connection's flow control lives. asyncssh never stops a producer
