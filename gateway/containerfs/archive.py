@@ -406,20 +406,14 @@ class ArchiveWriteFile(WriteFile):
         readable: bool,
         append: bool,
     ) -> None:
+        super().__init__(forget, path, final, append=append, readable=readable)
         self.archive = archive
-        self._forget = forget
-        self.path = path
-        self.final = final
-        self.append = append
-        self.readable = readable
         self._spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
             max_size=SPOOL_MEMORY, prefix="sshgw-upload-"
         )
         self._size = 0
         self._mode = mode
         self._mtime: int | None = None
-        self.nbytes = 0
-        self.closed = False
 
     def __repr__(self) -> str:
         state = "CLOSED" if self.closed else f"SPOOLED {self._size} bytes"

@@ -11,7 +11,7 @@ rules, the start directory, open-file limits; a backend acts on a :class:`Where`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from gateway.containerfs.errors import NoShell
 
@@ -55,6 +55,19 @@ class VFSStat:
     ffree: int
     fsid: int
     namemax: int
+
+
+_Opt = int | None
+
+
+# The keyword form of an :class:`Attrs` (``setstat(path, mode=0o600)``); absent: unchanged.
+class AttrChanges(TypedDict, total=False):
+    size: _Opt
+    uid: _Opt
+    gid: _Opt
+    mode: _Opt
+    atime: _Opt
+    mtime: _Opt
 
 
 @dataclass(frozen=True, slots=True)

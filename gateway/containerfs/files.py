@@ -18,9 +18,9 @@ from __future__ import annotations
 import abc
 import errno
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Unpack
 
-from gateway.containerfs.backend import Attrs
+from gateway.containerfs.backend import AttrChanges, Attrs
 from gateway.containerfs.errors import FSError, show_path
 from gateway.containerfs.shell import Stat
 from gateway.containerfs.tar import END, TarError, TarMember, TarReader, member_path
@@ -191,7 +191,18 @@ class _Source:
             await self.shot.stop()
 
 
-class ReadFile:
+class Handle:
+    """What every open file keeps: the path the client named (for messages), how to leave
+    the session's open-file registry on close, and the bytes moved."""
+
+    def __init__(self, forget: Forget, path: bytes) -> None:
+        self._forget = forget
+        self.path = path
+        self.nbytes = 0
+        self.closed = False
+
+
+class ReadFile(Handle):
     """A file opened for reading (either backend: it gives the stream, this class the reads)."""
 
     def __init__(
@@ -203,9 +214,8 @@ class ReadFile:
         ident: bytes,
         data: bytes | None,
     ) -> None:
+        super().__init__(forget, path)
         self.backend = backend
-        self._forget = forget
-        self.path = path
         self.target = target
         # dev:ino of the object opened: every later read acts on it or fails (never the name's
         # new object when it was swapped meanwhile).
@@ -214,8 +224,6 @@ class ReadFile:
         self._data = data
         self._src: _Source | None = None
         self._last: tuple[int, bytes] | None = None
-        self.nbytes = 0
-        self.closed = False
 
     def __repr__(self) -> str:
         if self.closed:
@@ -284,7 +292,7 @@ class ReadFile:
         await self.close()
 
 
-class WriteFile(abc.ABC):
+class WriteFile(Handle, abc.ABC):
     """A file opened for writing (and maybe reading), by either backend.
 
     An abstract class rather than a Protocol so that ``isinstance`` stays cheap on the SFTP
@@ -292,10 +300,13 @@ class WriteFile(abc.ABC):
     only the keyword form of ``setstat``. ``final`` is where the file appears on close.
     """
 
-    path: bytes
-    final: Where
-    nbytes: int
-    closed: bool
+    def __init__(
+        self, forget: Forget, path: bytes, final: Where, *, append: bool, readable: bool
+    ) -> None:
+        super().__init__(forget, path)
+        self.final = final
+        self.append = append
+        self.readable = readable
 
     @abc.abstractmethod
     async def write(self, offset: int, data: bytes) -> int: ...
@@ -309,18 +320,9 @@ class WriteFile(abc.ABC):
     @abc.abstractmethod
     async def fstat(self) -> Stat: ...
 
-    async def setstat(
-        self,
-        *,
-        size: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        mode: int | None = None,
-        atime: int | None = None,
-        mtime: int | None = None,
-    ) -> None:
-        """fsetstat: change attributes of the open file (None: leave unchanged)."""
-        await self.set_attrs(Attrs(size, uid, gid, mode, atime, mtime))
+    async def setstat(self, **changes: Unpack[AttrChanges]) -> None:
+        """fsetstat: change attributes of the open file (None or absent: leave unchanged)."""
+        await self.set_attrs(Attrs(**changes))
 
     @abc.abstractmethod
     async def set_attrs(self, attrs: Attrs) -> None: ...

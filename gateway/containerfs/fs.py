@@ -18,9 +18,11 @@ from __future__ import annotations
 import errno
 import logging
 import posixpath
+from typing import Unpack
 
 from gateway.containerfs.archive import ArchiveBackend
 from gateway.containerfs.backend import (
+    AttrChanges,
     Attrs,
     Backend,
     OpenFlags,
@@ -241,17 +243,13 @@ class ContainerFS:
         path: bytes,
         *,
         follow: bool = True,
-        size: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        mode: int | None = None,
-        atime: int | None = None,
-        mtime: int | None = None,
+        **changes: Unpack[AttrChanges],
     ) -> None:
-        if size is not None and size < 0:
+        attrs = Attrs(**changes)
+        if attrs.size is not None and attrs.size < 0:
             raise FSError(errno.EINVAL, path)
         w = await self._where(path, follow, write=True)
-        await self.backend.setstat(w, path, follow, Attrs(size, uid, gid, mode, atime, mtime))
+        await self.backend.setstat(w, path, follow, attrs)
 
     async def statvfs(self, path: bytes) -> VFSStat:
         return await self.backend.statvfs(await self._where(path, True), path)

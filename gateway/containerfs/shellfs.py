@@ -266,16 +266,12 @@ class ShellWriteFile(WriteFile):
         readable: bool,
         create_mode: int | None,
     ) -> None:
+        super().__init__(forget, path, final, append=append, readable=readable)
         self.shell = shell
-        self._forget = forget
-        self.path = path
-        self.final = final
         self.target = target
         self.ident = ident
         self.temp = temp
         self.excl = excl
-        self.append = append
-        self.readable = readable
         self._pending = bytearray()
         self._pending_start = 0
         self._writer: OneShot | None = None
@@ -285,8 +281,6 @@ class ShellWriteFile(WriteFile):
         self._mode = create_mode
         self._atime: int | None = None
         self._mtime: int | None = None
-        self.nbytes = 0
-        self.closed = False
 
     def __repr__(self) -> str:
         if self.closed:

@@ -44,6 +44,7 @@ from asyncssh.constants import (
 )
 
 from gateway.containerfs import FSError, Stat
+from gateway.containerfs.backend import AttrChanges
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def attrs_from_stat(st: Stat) -> SFTPAttrs:
     )
 
 
-def setstat_changes(attrs: SFTPAttrs) -> dict[str, int | None]:
+def setstat_changes(attrs: SFTPAttrs) -> AttrChanges:
     return {
         "size": attrs.size,
         "uid": attrs.uid,

@@ -194,6 +194,7 @@ class _Failures:
     last: float
 
 
+@dataclass(kw_only=True, eq=False)
 class FailureThrottle:
     """Growing delays after failures, per key (a source address, a user name).
 
@@ -203,25 +204,19 @@ class FailureThrottle:
     first (an attacker who floods the table only forgets their own oldest entries).
     """
 
-    def __init__(
-        self,
-        *,
-        free: int = 3,
-        base: float = 0.5,
-        cap: float = 4.0,
-        forget: float = 300.0,
-        max_keys: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if free < 0 or base <= 0 or cap < base or forget <= 0 or max_keys < 1:
+    free: int = 3
+    base: float = 0.5
+    cap: float = 4.0
+    forget: float = 300.0
+    max_keys: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _keys: OrderedDict[Hashable, _Failures] = field(default_factory=OrderedDict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.free < 0 or self.base <= 0 or self.cap < self.base:
             raise ValueError("bad failure throttle parameters")
-        self.free = free
-        self.base = base
-        self.cap = cap
-        self.forget = forget
-        self.max_keys = max_keys
-        self._clock = clock
-        self._keys: OrderedDict[Hashable, _Failures] = OrderedDict()
+        if self.forget <= 0 or self.max_keys < 1:
+            raise ValueError("bad failure throttle parameters")
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -244,12 +239,12 @@ class FailureThrottle:
 
     def delay(self, *keys: Hashable) -> float:
         """The delay before the next attempt: the largest of the keys' delays."""
-        now = self._clock()
+        now = self.clock()
         return max((self.delay_for(self._count(k, now)) for k in keys), default=0.0)
 
     def failed(self, *keys: Hashable) -> None:
         """One more failure for each key."""
-        now = self._clock()
+        now = self.clock()
         for key in keys:
             count = self._count(key, now) + 1
             self._keys[key] = _Failures(count, now)
@@ -272,6 +267,7 @@ class Digest:
     methods: set[str] = field(default_factory=set)
 
 
+@dataclass(kw_only=True, eq=False)
 class FailureDigest:
     """Which failed-login audit events are written as they happen, and which are summed.
 
@@ -282,24 +278,19 @@ class FailureDigest:
     tracked; when one more comes, the oldest is handed out early (:meth:`admit` returns it).
     """
 
-    def __init__(
-        self,
-        *,
-        direct: int = 3,
-        window: float = 60.0,
-        max_users: int = 8,
-        max_sources: int = 4096,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if direct < 0 or window <= 0 or max_users < 0 or max_sources < 1:
+    clock: Callable[[], float] = time.monotonic
+    direct: int = 3
+    window: float = 60.0
+    max_users: int = 8
+    max_sources: int = 4096
+    # source -> (window start, events written directly in it, digest of the rest)
+    _sources: OrderedDict[str, tuple[float, int, Digest | None]] = field(
+        default_factory=OrderedDict, init=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.direct < 0 or self.window <= 0 or self.max_users < 0 or self.max_sources < 1:
             raise ValueError("bad failure digest parameters")
-        self.direct = direct
-        self.window = window
-        self.max_users = max_users
-        self.max_sources = max_sources
-        self._clock = clock
-        # source -> (window start, events written directly in it, digest of the rest)
-        self._sources: OrderedDict[str, tuple[float, int, Digest | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -312,7 +303,7 @@ class FailureDigest:
         Returns (write it now?, digests that must be written now: windows that ended or
         sources evicted to keep the table bounded).
         """
-        now = self._clock()
+        now = self.clock()
         out = self.due(now)
         entry = self._sources.get(source)
         if entry is None:
@@ -342,7 +333,7 @@ class FailureDigest:
 
     def due(self, now: float | None = None) -> list[Digest]:
         """Digests whose window has passed (their sources start a new window)."""
-        now = self._clock() if now is None else now
+        now = self.clock() if now is None else now
         out: list[Digest] = []
         # Sources are kept in the order their windows started: stop at the first open one.
         while self._sources:
