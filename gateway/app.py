@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 import asyncssh
 
@@ -17,6 +18,7 @@ from gateway.errors import EngineUnavailable, GatewayError
 from gateway.observe import Observer
 from gateway.observe.logs import setup_logging
 from gateway.ssh.hostkeys import ensure_host_keys
+from gateway.ssh.jump import Jumps
 from gateway.ssh.server import Gateway, GatewayConnection
 from gateway.store import Store, safe_url
 
@@ -73,8 +75,26 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         log.warning("%s", exc.user_message)
     host_keys = ensure_host_keys(settings.data_dir)
     observer = Observer(settings, store, engine)
+    # What every SSH connection gets: the listener's, and the inner ones of ProxyJump.
+    ssh_options: dict[str, Any] = {
+        "server_host_keys": host_keys,
+        # No version number by default: nothing for a scanner to match against.
+        "server_version": settings.server_version,
+        "encoding": None,
+        "line_editor": False,
+        "login_timeout": settings.login_timeout,
+        "agent_forwarding": False,
+        "x11_forwarding": False,
+        "allow_pty": True,
+        "encryption_algs": ENCRYPTION_ALGS,
+    }
     gw = Gateway(
-        settings=settings, store=store, engine=engine, observer=observer, motd=settings.motd_text()
+        settings=settings,
+        store=store,
+        engine=engine,
+        observer=observer,
+        motd=settings.motd_text(),
+        jumps=Jumps(**ssh_options) if settings.jump_port else None,
     )
     server: asyncssh.SSHAcceptor | None = None
     try:
@@ -83,19 +103,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             lambda: GatewayConnection(gw),
             host,
             port,
-            server_host_keys=host_keys,
-            # No version number by default: nothing for a scanner to match against.
-            server_version=settings.server_version,
-            encoding=None,
-            line_editor=False,
-            login_timeout=settings.login_timeout,
             keepalive_interval=settings.keepalive_interval or None,
             keepalive_count_max=3,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_pty=True,
-            encryption_algs=ENCRYPTION_ALGS,
             reuse_address=True,
+            **ssh_options,
         )
         bound = server.sockets[0].getsockname() if server.sockets else (host, port)
         log.info(

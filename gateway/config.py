@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     recording_min_free: int = 256 << 20
     # The version string sent to SSH clients (no version number by default).
     server_version: str = "sshgw"
+    # ProxyJump (`ssh -J alice@gw root@web1`): a direct-tcpip channel to CONTAINER on this port
+    # is an SSH connection the gateway serves itself, into that container; 0 turns it off.
+    jump_port: int = 22
 
     @field_validator("accept_env", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.observe import Observer, SessionTrack
     from gateway.policy import Decision
     from gateway.ssh.auth import Credential
+    from gateway.ssh.jump import Jumps
     from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class Gateway:
     # Set when the gateway shuts down: live sessions end their processes and say why.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     limits: Limits = field(init=False)
+    # ProxyJump (gateway.ssh.jump), wired by app; None: direct-tcpip to the jump port is refused.
+    jumps: Jumps | None = None
 
     def __post_init__(self) -> None:
         self.limits = Limits(self.settings, self.observer)
@@ -80,6 +83,7 @@ class Identity:
     groups: frozenset[str]
     target: Target
     credential: Credential
+    via: str | None = None  # "proxyjump": authenticated by the outer connection of a jump
 
 
 @dataclass(frozen=True, slots=True)

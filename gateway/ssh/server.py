@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncssh
 
@@ -58,7 +58,10 @@ class GatewayConnection(asyncssh.SSHServer):
         self._failed_more = 0  # failures after it, written summed
         self._failed_methods: set[str] = set()
         self._keys_rejected = 0
-        self._sessions: set[GatewaySession] = set()
+        # Its open channels (sessions; ProxyJump channels and the sessions inside them, which
+        # share this set): what max_sessions counts.
+        self.open_channels: set[object] = set()
+        self.via: str | None = None  # "proxyjump" for a connection served inside a jump channel
 
     def __repr__(self) -> str:
         if self._closed:
@@ -307,29 +310,32 @@ class GatewayConnection(asyncssh.SSHServer):
         if self.identity is None:
             return False
         limit = self.gw.settings.max_sessions
-        if len(self._sessions) >= limit:
+        if len(self.open_channels) >= limit:
             self.gw.observer.channel_refused("max_sessions")
             log.info(
                 "conn %s: session refused: %d open on this connection (max_sessions)",
                 self.conn_id,
-                len(self._sessions),
+                len(self.open_channels),
             )
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 f"too many sessions on this connection (at most {limit})",
             )
         session = GatewaySession(self)
-        self._sessions.add(session)
+        self.open_channels.add(session)
         return session
 
     def session_closed(self, session: GatewaySession) -> None:
         """A session channel closed: its place under ``max_sessions`` is free again."""
-        self._sessions.discard(session)
+        self.open_channels.discard(session)
 
     # No forwarding of any kind (yet): deny by default.
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
+    ) -> bool | Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        jumps, jump_port = self.gw.jumps, self.gw.settings.jump_port
+        if jumps is not None and jump_port and dest_port == jump_port:
+            return jumps.open(self, dest_host)  # ProxyJump (gateway.ssh.jump)
         return False
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:

@@ -49,9 +49,13 @@ class CoalescingTransport(asyncio.Transport):
         inner: asyncio.Transport,
         loop: asyncio.AbstractEventLoop,
         high: int = WRITE_BUFFER_HIGH,
+        upstream: CoalescingTransport | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
+        # A connection carried inside another one's channel (ProxyJump, gateway.ssh.jump):
+        # its output also waits while the carrying connection's socket is full.
+        self._upstream = upstream
         self._loop = loop
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -94,11 +98,18 @@ class CoalescingTransport(asyncio.Transport):
     @property
     def writable(self) -> bool:
         """False while more than ``high`` bytes wait for the client's socket (or this turn)."""
-        return self._closed or (not self._inner_full and self._pending_size <= self.high)
+        if self._closed:
+            return True
+        if self._upstream is not None and not self._upstream.writable:
+            return False
+        return not self._inner_full and self._pending_size <= self.high
 
     async def wait_writable(self) -> None:
         """Return once the socket has room again (at once when it has, or when closed)."""
         while not self.writable:
+            if self._upstream is not None and not self._upstream.writable:
+                await self._upstream.wait_writable()
+                continue
             self._room.clear()
             await self._room.wait()
 
@@ -179,7 +190,10 @@ def coalesce_writes(conn: asyncssh.SSHServerConnection, high: int = WRITE_BUFFER
     inner = getattr(conn, "_transport", None)
     if not isinstance(inner, asyncio.Transport) or isinstance(inner, CoalescingTransport):
         return
-    wrapper = CoalescingTransport(inner, asyncio.get_running_loop(), high)
+    upstream = getattr(inner, "upstream", None)  # set by gateway.ssh.jump's channel transport
+    if not isinstance(upstream, CoalescingTransport):
+        upstream = None
+    wrapper = CoalescingTransport(inner, asyncio.get_running_loop(), high, upstream)
     conn._transport = wrapper
     if inner.get_protocol() is not conn:
         return  # nobody tells us when the socket fills: writable stays True
