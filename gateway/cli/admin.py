@@ -7,15 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gateway.cli.common import (
-    labels_text,
-    open_store,
-    print_json,
-    run,
-    say,
-    settings,
-    table,
-)
+from gateway.cli.common import open_store, run, settings
+from gateway.cli.show import labels_text, print_json, say, table
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer

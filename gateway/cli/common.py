@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import json
 import os
 import re
 import sys
@@ -14,9 +13,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Iterable,
-    Mapping,
-    Sequence,
 )
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,21 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from gateway.cli.show import fmt_time
 from gateway.config import Settings, load_settings
 from gateway.datadir import prepare_data_dir
 from gateway.errors import InvalidInput
-from gateway.safetext import json_terminal_safe, literal
 from gateway.store import Store
 
 T = TypeVar("T")
-
-# Pipes get full-width lines and tables: nothing is wrapped or cut for scripts and logs.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
-
 
 # Gateways re-check every open connection against the database each second (and every new
 # session at once): what is revoked here ends there without a restart.
@@ -165,67 +154,6 @@ def parse_when(text: str, *, now: datetime | None = None, future: bool = True) -
     if future and when <= now:
         raise InvalidInput(f"date {text!r} ({fmt_time(when)}) is in the past")
     return when
-
-
-def fmt_time(value: datetime | None, empty: str = "-") -> str:
-    if value is None:
-        return empty
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_expiry(value: datetime | None) -> str:
-    if value is None:
-        return "never"
-    text = fmt_time(value)
-    return f"{text} (expired)" if value <= datetime.now(UTC) else text
-
-
-# Output -------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, frozenset | set):
-        return sorted(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def print_json(data: Any) -> None:
-    """JSON on stdout: exact values; characters that would act on a terminal are escaped."""
-    doc = json.dumps(data, default=_jsonable, indent=2, ensure_ascii=False)
-    sys.stdout.write(json_terminal_safe(doc) + "\n")
-
-
-def cell(value: object) -> Text:
-    """One table cell of untrusted text, shown literally: a rich ``Text`` (never parsed as
-    markup, so ``[/]`` or ``[conceal]`` are just characters) with control characters escaped."""
-    return Text(literal(value))
-
-
-def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> None:
-    """A table; every cell is shown literally (see :func:`cell`)."""
-    t = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for col in columns:
-        t.add_column(col, overflow="fold")
-    for row in rows:
-        t.add_row(*(cell(v) for v in row))
-    console.print(t)
-
-
-def say(text: str) -> None:
-    """Plain lines on stdout: no markup interpretation, control characters escaped (the line
-    breaks of ``text`` itself are kept)."""
-    console.print(
-        Text("\n".join(literal(line) for line in text.split("\n"))), markup=False, highlight=False
-    )
-
-
-def labels_text(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
-    pairs = labels.items() if isinstance(labels, Mapping) else labels
-    return ",".join(f"{k}={v}" for k, v in pairs) or "-"
 
 
 def read_password(prompt_user: str) -> str:

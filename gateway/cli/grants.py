@@ -6,20 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import (
-    DATE_HELP,
-    audit,
-    fmt_expiry,
-    labels_text,
-    open_store,
-    parse_when,
-    print_json,
-    run,
-    say,
-    settings,
-    table,
-    with_store,
-)
+from gateway.cli.common import DATE_HELP, audit, open_store, parse_when, run, settings, with_store
+from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, pick, print_json, say, table
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Grant
 from gateway.store import Store
@@ -29,16 +17,12 @@ app = typer.Typer(help="Grants: add, list, remove.")
 
 def grant_json(g: Grant) -> dict[str, Any]:
     return {
-        "id": g.id,
-        "user": g.user,
-        "group": g.group,
-        "target": g.target,
+        **pick(g, "id user group target"),
         "labels": dict(g.labels),
         "rights": sorted(g.rights),
         "logins": list(g.logins),
         "paths": list(g.paths),
-        "expires_at": g.expires_at,
-        "record": g.record,
+        **pick(g, "expires_at record"),
     }
 
 
@@ -139,7 +123,7 @@ def add(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List all grants."""
     grants: list[Grant] = with_store(ctx, lambda store: store.all_grants())

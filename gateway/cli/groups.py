@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from gateway.cli.common import change, fmt_time, print_json, say, table, with_store
+from gateway.cli.common import change, with_store
+from gateway.cli.show import JsonOpt, fmt_time, print_json, say, table
 from gateway.store import GroupInfo
 
 app = typer.Typer(help="Groups: add, list, remove, member add|remove.")
@@ -24,7 +23,7 @@ def add(ctx: typer.Context, name: str) -> None:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List groups with their members."""
     groups: list[GroupInfo] = with_store(ctx, lambda store: store.list_groups())

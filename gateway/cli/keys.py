@@ -10,34 +10,23 @@ from gateway.cli.common import (
     DATE_HELP,
     LIVE_NOTE,
     audit,
-    fmt_expiry,
-    fmt_time,
     open_store,
     parse_when,
-    print_json,
     read_key_arg,
     run,
-    say,
     settings,
-    table,
     with_store,
 )
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
 from gateway.store import KeyInfo, Store, parse_public_key
 
 app = typer.Typer(help="SSH public keys: add, list, remove.")
 
 
 def key_json(k: KeyInfo) -> dict[str, Any]:
-    return {
-        "user": k.user,
-        "fingerprint": k.fingerprint,
-        "algorithm": k.algorithm,
-        "comment": k.comment,
-        "public_key": k.public_key,
-        "expires_at": k.expires_at,
-        "last_used_at": k.last_used_at,
-        "created_at": k.created_at,
-    }
+    return pick(
+        k, "user fingerprint algorithm comment public_key expires_at last_used_at created_at"
+    )
 
 
 @app.command("add")
@@ -78,7 +67,7 @@ def add(
 def list_(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Argument(help="Only this user's keys.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List public keys (of one user, or everyone's)."""
     cfg = settings(ctx)

@@ -19,14 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import actor, open_store, parse_when, print_json, run, say, settings, table
+from gateway.cli.common import actor, open_store, parse_when, run, settings
+from gateway.cli.show import JsonOpt, pick, print_json, say, table
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import AuditRecord, SessionRecord
 from gateway.vocab import EndReason
 
 # The recordings module is imported only by `replay`, so every other command starts quickly.
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 sessions_app = typer.Typer(
     help="Sessions: list them, show one, end a running one.",
@@ -122,39 +122,21 @@ def _session_seconds(row: SessionRecord, now: datetime) -> float:
 
 def _session_json(row: SessionRecord, now: datetime) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "user": row.user_name,
+        **pick(row, "id user=user_name"),
         "container": row.container or None,
-        "container_id": row.container_id,
-        "login": row.login,
-        "kind": row.kind,
-        "command": row.command,
-        "remote": row.remote_addr,
-        "started_at": row.started_at,
-        "ended_at": row.ended_at,
+        **pick(row, "container_id login kind command remote=remote_addr started_at ended_at"),
         "active": row.ended_at is None,
         "duration": round(_session_seconds(row, now), 3),
-        "bytes_in": row.bytes_in,
-        "bytes_out": row.bytes_out,
-        "exit_status": row.exit_status,
-        "end_reason": row.end_reason,
+        **pick(row, "bytes_in bytes_out exit_status end_reason"),
         "kill_requested": bool(row.kill_requested),
         "recording": row.recording_path,
     }
 
 
 def _event_json(row: AuditRecord) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "ts": row.ts,
-        "kind": row.kind,
-        "actor": row.actor,
-        "user": row.user_name,
-        "container": row.container,
-        "remote": row.remote_addr,
-        "session_id": row.session_id,
-        "detail": row.detail,
-    }
+    return pick(
+        row, "id ts kind actor user=user_name container remote=remote_addr session_id detail"
+    )
 
 
 # sshgw audit --------------------------------------------------------------------------------

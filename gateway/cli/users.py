@@ -10,46 +10,27 @@ from gateway.cli.common import (
     LIVE_NOTE,
     audit,
     change,
-    fmt_expiry,
-    fmt_time,
     open_store,
-    print_json,
     read_key_arg,
     read_password,
     run,
-    say,
     settings,
-    table,
     with_store,
 )
 from gateway.cli.grants import grant_json, grant_table
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
 from gateway.errors import GatewayError, InvalidInput
 from gateway.policy import Grant
 from gateway.store import UserInfo, hash_password, parse_public_key
 
 app = typer.Typer(help="Gateway users: add, list, show, disable, enable, remove, passwd.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 def user_json(u: UserInfo) -> dict[str, Any]:
     return {
-        "name": u.name,
-        "display": u.display,
-        "disabled": u.disabled,
-        "password": u.has_password,
-        "created_at": u.created_at,
+        **pick(u, "name display disabled password=has_password created_at"),
         "groups": list(u.groups),
-        "keys": [
-            {
-                "fingerprint": k.fingerprint,
-                "algorithm": k.algorithm,
-                "comment": k.comment,
-                "expires_at": k.expires_at,
-                "last_used_at": k.last_used_at,
-            }
-            for k in u.keys
-        ],
+        "keys": [pick(k, "fingerprint algorithm comment expires_at last_used_at") for k in u.keys],
     }
 
 

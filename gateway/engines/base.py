@@ -11,7 +11,7 @@ import errno
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from gateway.errors import GatewayError
 
@@ -102,6 +102,28 @@ class ArchivePathError(GatewayError):
         return cls(errno.EIO, detail)
 
 
+class ExecOptions(TypedDict, total=False):
+    """How :meth:`Engine.exec` starts a process: as ``user`` (default: the image's), with
+    ``env``, a ``tty`` or not, in ``workdir``, with ``stdin`` attached (default) or not."""
+
+    user: str
+    env: Mapping[str, str] | None
+    tty: bool
+    workdir: str | None
+    stdin: bool
+
+
+class RunOptions(TypedDict, total=False):
+    """How :meth:`Engine.run` runs a short command: as ``user``, with ``input`` on its stdin
+    (None: no stdin), keeping up to ``limit`` bytes of each output stream (default 1 MiB),
+    for at most ``timeout`` seconds (default 30)."""
+
+    user: str
+    input: bytes | None
+    limit: int
+    timeout: float
+
+
 class ExecStream(Protocol):
     """One process running inside a container: bytes in, bytes out, an exit code.
 
@@ -155,15 +177,7 @@ class Engine(Protocol):
     async def resolve(self, ref: str) -> Container: ...
 
     async def exec(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-        workdir: str | None = None,
-        stdin: bool = True,
+        self, container_id: str, argv: Sequence[str], **opts: Unpack[ExecOptions]
     ) -> ExecStream: ...
 
     async def inspect_exec(self, exec_id: str) -> dict[str, Any]: ...
@@ -171,14 +185,7 @@ class Engine(Protocol):
     async def resize_exec(self, exec_id: str, rows: int, cols: int) -> None: ...
 
     async def run(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        input: bytes | None = None,
-        limit: int = 1 << 20,
-        timeout: float = 30.0,
+        self, container_id: str, argv: Sequence[str], **opts: Unpack[RunOptions]
     ) -> tuple[int, bytes, bytes]: ...
 
     async def archive_stat(self, container_id: str, path: bytes) -> PathStat: ...

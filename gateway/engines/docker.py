@@ -15,7 +15,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import aiodocker
 import aiohttp
@@ -28,8 +28,10 @@ from gateway.engines.base import (
     ArchivePathError,
     ArchiveReader,
     Container,
+    ExecOptions,
     ExecStream,
     PathStat,
+    RunOptions,
     container_gone_text,
 )
 from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
@@ -318,26 +320,19 @@ class DockerEngine:
     # Exec ---------------------------------------------------------------------------------
 
     async def exec(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-        workdir: str | None = None,
-        stdin: bool = True,
+        self, container_id: str, argv: Sequence[str], **opts: Unpack[ExecOptions]
     ) -> DockerExecStream:
         """Start ``argv`` in the container and attach to it."""
+        tty = opts.get("tty", False)
         body: dict[str, Any] = {
-            "AttachStdin": stdin,
+            "AttachStdin": opts.get("stdin", True),
             "AttachStdout": True,
             "AttachStderr": True,
             "Tty": tty,
             "Cmd": list(argv),
-            "Env": [f"{k}={v}" for k, v in (env or {}).items()],
-            "User": user,
-            "WorkingDir": workdir or "",
+            "Env": [f"{k}={v}" for k, v in (opts.get("env") or {}).items()],
+            "User": opts.get("user", ""),
+            "WorkingDir": opts.get("workdir") or "",
         }
         try:
             created = await self._json(
@@ -384,21 +379,17 @@ class DockerEngine:
             raise EngineUnavailable(f"resize: {exc.__class__.__name__}") from None
 
     async def run(
-        self,
-        container_id: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        input: bytes | None = None,
-        limit: int = 1 << 20,
-        timeout: float = 30.0,
+        self, container_id: str, argv: Sequence[str], **opts: Unpack[RunOptions]
     ) -> tuple[int, bytes, bytes]:
         """Run a short command to completion: (exit code, stdout, stderr).
 
         Output is kept up to ``limit`` bytes per stream, and the command gets ``timeout``
         seconds: a tool in the image that never stops talking cannot hold the gateway.
         """
-        st = await self.exec(container_id, argv, user=user, stdin=input is not None)
+        input = opts.get("input")
+        limit = opts.get("limit", 1 << 20)
+        timeout = opts.get("timeout", 30.0)
+        st = await self.exec(container_id, argv, user=opts.get("user", ""), stdin=input is not None)
         try:
             async with asyncio.timeout(timeout):
                 if input is not None:
