@@ -37,6 +37,7 @@ BUSYBOX_IMAGE = "sshgw-test/busybox:1"
 DEBIAN_IMAGE = "sshgw-test/debian:bookworm"
 NOTAR_IMAGE = "sshgw-test/notar:1"
 NOSHELL_IMAGE = "sshgw-test/noshell:1"
+RSYNC_IMAGE = "sshgw-test/rsync:bookworm"
 
 # Every container a test makes carries TEST_LABEL and OWNER_LABEL (tests/support/containers.py),
 # so leftovers can be found and removed (``scripts/cleanup.sh``). The owner label lets a session
@@ -144,6 +145,12 @@ def noshell_image(docker_host: str) -> str:
 def debian_image(docker_host: str) -> str:
     """Debian bookworm minbase (bash, GNU tar, coreutils) + user app (1000, /bin/bash)."""
     return _image(docker_host, DEBIAN_IMAGE, "debian")
+
+
+@pytest.fixture(scope="session")
+def rsync_image(docker_host: str) -> str:
+    """The Debian image plus Debian's rsync."""
+    return _image(docker_host, RSYNC_IMAGE, "rsync")
 
 
 MakeContainer = Callable[..., str]

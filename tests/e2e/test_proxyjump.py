@@ -8,13 +8,16 @@ for the gateway and ``-J gw`` (or ``ProxyJump gw``) for the container.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Gateway, no_traceback, unique
+from tests.e2e.helpers import MOTD, Gateway, PtyProcess, no_traceback, unique
+from tests.e2e.test_ssh_pty import size_shows
 from tests.support.process import HOST
 
 pytestmark = pytest.mark.docker
@@ -62,11 +65,12 @@ class Jump:
 
 
 def run(
-    argv: Sequence[str], input: bytes | None = None, timeout: float = 60
+    argv: Sequence[str], input: bytes | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         list(argv),
         input=input,
+        cwd=cwd,
         stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         timeout=timeout,
@@ -99,3 +103,135 @@ def test_exec_through_jump_keeps_streams_and_exit_status(
     assert res.returncode == 0, res.stderr
     assert res.stdout == data
     no_traceback(res.stderr)
+
+
+def docker_exec(container: str, script: str) -> str:
+    res = subprocess.run(
+        ["docker", "exec", container, "sh", "-c", script],
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return res.stdout.decode(errors="replace")
+
+
+def test_pty_shell_resize_and_exit_status(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, busybox_image: str
+) -> None:
+    c = make_container(busybox_image)
+    gateway.grant(c, user=jump.user, rights="shell", logins="app")
+    env = dict(os.environ, TERM="xterm-256color")
+    argv = jump.ssh_cmd(f"app@{c}", extra=["-tt"])
+    with PtyProcess(argv, rows=24, cols=80, env=env) as p:
+        p.read_until(MOTD.encode())
+        p.send(b'echo "T=$TERM U=$(id -un) X$((6*7))"\r')
+        assert b"T=xterm-256color U=app X42" in p.read_until(b"X42")
+        assert size_shows(p, 24, 80)
+        p.resize(40, 132)
+        assert size_shows(p, 40, 132), "window-change did not reach the container through the jump"
+        p.send(b"exit 5\r")
+        assert p.wait() == 5
+        no_traceback(p.buffer)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-O"])
+def test_scp_both_modes(
+    gateway: Gateway,
+    jump: Jump,
+    make_container: MakeContainer,
+    debian_image: str,
+    tmp_path: Path,
+    legacy: bool,
+) -> None:
+    c = make_container(debian_image)
+    gateway.grant(c, user=jump.user, rights="sftp-read,sftp-write", logins="app")
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(3_000_001))
+    mode = ["-O"] if legacy else []
+    res = run(["scp", *jump.opts(), *mode, str(src), f"app@{c}:/tmp/up.bin"])
+    assert res.returncode == 0, res.stderr
+    digest = docker_exec(c, "sha256sum /tmp/up.bin").split()[0]
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    back = tmp_path / "back.bin"
+    res = run(["scp", *jump.opts(), *mode, f"app@{c}:/tmp/up.bin", str(back)])
+    assert res.returncode == 0, res.stderr
+    assert back.read_bytes() == src.read_bytes()
+    # A missing file: a failure with a status, as on a direct connection.
+    res = run(["scp", *jump.opts(), *mode, f"app@{c}:/tmp/nope", str(tmp_path / "x")])
+    assert res.returncode != 0
+    no_traceback(res.stderr)
+
+
+def test_sftp_with_path_rule(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, busybox_image: str, tmp_path: Path
+) -> None:
+    c = make_container(busybox_image)
+    docker_exec(c, "mkdir -p /srv/up && chown app /srv/up")
+    gateway.cli(
+        "grant", "add", "--user", jump.user, "--target", c, "--rights", "sftp-read,sftp-write",
+        "--logins", "app", "--path", "/srv/up",
+    )  # fmt: skip
+    (tmp_path / "f.txt").write_bytes(b"hello through the jump\n")
+    batch = b"cd /srv/up\nput f.txt\nls -l\nget f.txt g.txt\n"
+    res = run(["sftp", *jump.opts(), "-b", "-", f"app@{c}"], input=batch, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "g.txt").read_bytes() == b"hello through the jump\n"
+    assert docker_exec(c, "cat /srv/up/f.txt") == "hello through the jump\n"
+    # Outside the path rule: refused, as for app+c on the gateway itself.
+    batch = b"put f.txt /tmp/f.txt\n"
+    res = run(["sftp", *jump.opts(), "-b", "-", f"app@{c}"], input=batch, cwd=tmp_path)
+    assert res.returncode != 0
+    assert b"denied" in res.stderr.lower(), res.stderr
+
+
+def test_rsync_over_ssh_through_jump(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, rsync_image: str, tmp_path: Path
+) -> None:
+    c = make_container(rsync_image)
+    gateway.grant(c, user=jump.user, rights="exec", logins="app")
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(50):
+        (src / "d" / f"f{i}").write_bytes(os.urandom(1000 * i))
+    (src / "big.bin").write_bytes(os.urandom(5_000_000))
+    rsh = " ".join(["ssh", *jump.opts()])
+    res = run(["rsync", "-a", "-e", rsh, f"{src}/", f"app@{c}:/tmp/dst/"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    back = tmp_path / "back"
+    res = run(["rsync", "-a", "-e", rsh, f"app@{c}:/tmp/dst/", f"{back}/"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    for p in src.rglob("*"):
+        q = back / p.relative_to(src)
+        assert q.exists(), q
+        if p.is_file():
+            assert q.read_bytes() == p.read_bytes(), p
+    # A second run sends nothing new (rsync's delta algorithm works through the jump).
+    res = run(["rsync", "-a", "--stats", "-e", rsh, f"{src}/", f"app@{c}:/tmp/dst/"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert b"Number of regular files transferred: 0" in res.stdout, res.stdout
+
+
+def test_denied_container_refuses_the_channel(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, busybox_image: str
+) -> None:
+    granted = make_container(busybox_image)
+    other = make_container(busybox_image)
+    gateway.grant(granted, user=jump.user, rights="sftp-read", logins="app")
+    # The reason of a refused channel is an INFO line of OpenSSH's (its default LogLevel).
+    jump.config.write_text(jump.config.read_text().replace("LogLevel ERROR", "LogLevel INFO"))
+    for name in (other, "no-such-container-xyz"):
+        res = jump.ssh(f"app@{name}", "true")
+        assert res.returncode == 255
+        text = res.stderr.decode(errors="replace")
+        assert f"no such container, or access denied: {name}" in text, text
+        no_traceback(res.stderr)
+    # A container the user may reach, but not with this right: the session says so.
+    res = jump.ssh(f"app@{granted}", "true")
+    assert res.returncode != 0
+    assert b"you have no exec right" in res.stderr, res.stderr
+    # A login the grant does not allow.
+    res = run(["sftp", *jump.opts(), "-b", "-", f"root@{granted}"], input=b"ls\n")
+    assert res.returncode != 0
+    assert b"login 'root' is not allowed" in res.stderr, res.stderr

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local test images with `docker import` (no registry needed).
 #
-#   tests/images/build.sh [--force] [busybox|notar|noshell|debian|python|postgres|prometheus|all ...]
+#   tests/images/build.sh [--force] [busybox|notar|noshell|debian|python|postgres|prometheus|rsync|all ...]
 #
 # Images (see tests/conftest.py and tests/deploy/conftest.py):
 #   sshgw-test/busybox:1         busybox-static with a link for every applet, users root/app/nobody
@@ -15,6 +15,7 @@
 #   sshgw-test/prometheus:2      the debian root + Debian's prometheus, started like prom/prometheus
 #                                (ENTRYPOINT prometheus, config /etc/prometheus/prometheus.yml,
 #                                data /prometheus, user nobody)
+#   sshgw-test/rsync:bookworm    the debian root + Debian's rsync (rsync -e ssh through ProxyJump)
 #
 # Idempotent: an image is rebuilt only when it is missing or was built by another version of this
 # script (the version is stored in the image comment). Every root file system is cached as a
@@ -29,6 +30,7 @@ DEBIAN_VERSION="sshgw-test debian v1"
 PYTHON_VERSION="sshgw-test python v1"
 POSTGRES_VERSION="sshgw-test postgres v1"
 PROMETHEUS_VERSION="sshgw-test prometheus v1"
+RSYNC_VERSION="sshgw-test rsync v1"
 
 CACHE_DIR="${SSHGW_IMAGE_CACHE:-/var/cache/sshgw-test}"
 DEBIAN_MIRROR="${SSHGW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -41,6 +43,7 @@ DEBIAN_IMAGE="sshgw-test/debian:bookworm"
 PYTHON_IMAGE="sshgw-test/python:bookworm"
 POSTGRES_IMAGE="sshgw-test/postgres:15"
 PROMETHEUS_IMAGE="sshgw-test/prometheus:2"
+RSYNC_IMAGE="sshgw-test/rsync:bookworm"
 
 PATH_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -55,16 +58,16 @@ WANT=()
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        busybox | notar | noshell | debian | python | postgres | prometheus) WANT+=("$arg") ;;
-        all) WANT+=(busybox notar noshell debian python postgres prometheus) ;;
+        busybox | notar | noshell | debian | python | postgres | prometheus | rsync) WANT+=("$arg") ;;
+        all) WANT+=(busybox notar noshell debian python postgres prometheus rsync) ;;
         -h | --help)
-            sed -n '2,25p' "$0"
+            sed -n '2,26p' "$0"
             exit 0
             ;;
         *) die "unknown argument: $arg" ;;
     esac
 done
-[ ${#WANT[@]} -gt 0 ] || WANT=(busybox notar noshell debian python postgres prometheus)
+[ ${#WANT[@]} -gt 0 ] || WANT=(busybox notar noshell debian python postgres prometheus rsync)
 
 command -v docker >/dev/null || die "docker CLI not found (apt-get install docker.io)"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (start dockerd first)"
@@ -269,6 +272,7 @@ derived_tarball() {
 }
 
 customize_python() { :; }
+customize_rsync() { :; }
 
 # The official postgres image's interface: POSTGRES_USER (default postgres), POSTGRES_PASSWORD,
 # POSTGRES_DB (default the user), PGDATA; a cluster is made on the first start.
@@ -368,6 +372,13 @@ build_prometheus() {
         'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
 }
 
+build_rsync() {
+    build_derived "$RSYNC_IMAGE" "$RSYNC_VERSION" rsync customize_rsync rsync \
+        "ENV $PATH_ENV" \
+        "WORKDIR /" \
+        'CMD ["/bin/sleep", "infinity"]'
+}
+
 for what in "${WANT[@]}"; do
     case "$what" in
         busybox) build_busybox full "$BUSYBOX_IMAGE" ;;
@@ -377,5 +388,6 @@ for what in "${WANT[@]}"; do
         python) build_python ;;
         postgres) build_postgres ;;
         prometheus) build_prometheus ;;
+        rsync) build_rsync ;;
     esac
 done
