@@ -2,7 +2,9 @@
 
 Each runs the real binary from Debian's packages (``scripts/test.sh`` installs them; a missing
 binary skips its test and says which) against one container per image, made once for the
-module. OpenSSH's ``sftp``/``scp`` and paramiko are in test_sftp.py and test_scp.py.
+module. OpenSSH's ``sftp``/``scp`` and paramiko are in test_sftp.py and test_scp.py; their
+refusals are here with every other client's: each client against a read-only grant and a
+--path rule, on both images (the ``*_refusals`` tests, sharing ``refusal``).
 
 Regressions kept here (issue 11): rclone's uploads failed with "Unexpected data at end of
 packet" (its last, short WRITE carries the rest of its 32 KiB buffer after the data) and sshfs
@@ -19,6 +21,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +29,9 @@ import asyncssh
 import pytest
 
 from tests.e2e.helpers import Gateway, no_traceback, unique
-from tests.e2e.test_sftp import in_container, random_file
+from tests.e2e.test_scp import scp
+from tests.e2e.test_sftp import in_container, paramiko_sftp, random_file, sftp
+from tests.security.test_file_channel import sftp_client
 from tests.support.containers import docker_run_argv, owned_labels
 from tests.support.process import HOST
 
@@ -560,6 +565,110 @@ def test_curl_refusals(gateway: Gateway, refusal: Refusal, tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr.decode()
     assert in_container(box, f"cat {ok}/new") == "up\n"
     untouched(box, www)
+
+
+# --- OpenSSH sftp and scp, paramiko, asyncssh: the same refusals on both images -------------
+
+
+def test_openssh_sftp_refusals(gateway: Gateway, refusal: Refusal, tmp_path: Path) -> None:
+    """One batch session per user: each refused command ('-': the batch goes on) says so, the
+    commands after them work."""
+    box, read_only, limited, www, ok = refusal
+    (tmp_path / "f.txt").write_bytes(b"up\n")
+    changes = ["put f.txt", "mkdir d", "rm existing", "rename existing moved"]
+    changes += ["chmod 600 existing", "ln -s existing link"]
+    batch = f"cd {www}\n" + "".join(f"-{c}\n" for c in changes) + "get existing got\n"
+    res = sftp(gateway, read_only, box, batch, tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stderr.count(b"Permission denied") == len(changes), res.stderr.decode()
+    assert (tmp_path / "got").read_bytes() == b"old\n"
+    batch = f"-put f.txt {www}/new\n-get {www}/existing out\nput f.txt {ok}/new\nget {ok}/new in\n"
+    res = sftp(gateway, limited, box, batch, tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr.decode()
+    # (sftp globs before a get: a refused path is "not found" to it, as with sshd)
+    assert b"Permission denied" in res.stderr and b"not found" in res.stderr, res.stderr.decode()
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "in").read_bytes() == b"up\n"
+    untouched(box, www)
+
+
+def test_scp_refusals(gateway: Gateway, refusal: Refusal, tmp_path: Path) -> None:
+    """Both modes: OpenSSH 9's default (SFTP underneath) and legacy ``scp -O``."""
+    box, read_only, limited, www, ok = refusal
+    (tmp_path / "f.txt").write_bytes(b"up\n")
+    # legacy: the gateway's own messages; a refused download is "missing" in both modes
+    for legacy, outside, hidden in (
+        (False, "Permission denied", "No such file or directory"),
+        (True, "outside the paths this grant allows", "No matches found"),
+    ):
+        copy = partial(scp, gateway, legacy=legacy, cwd=tmp_path, timeout=120)
+        name = "legacy" if legacy else "sftp"
+        denied(copy(read_only, box, "f.txt", f":{www}/new"))
+        res = copy(read_only, box, f":{www}/existing", f"got-{name}")
+        assert res.returncode == 0, res.stderr.decode()
+        assert (tmp_path / f"got-{name}").read_bytes() == b"old\n"
+        denied(copy(limited, box, "f.txt", f":{www}/new"), outside)
+        denied(copy(limited, box, f":{www}/existing", f"out-{name}"), hidden)
+        assert not (tmp_path / f"out-{name}").exists()
+        res = copy(limited, box, "f.txt", f":{ok}/new-{name}")
+        assert res.returncode == 0, res.stderr.decode()
+    assert in_container(box, f"cd {ok} && cat new-sftp new-legacy") == "up\nup\n"
+    untouched(box, www)
+
+
+def test_paramiko_refusals(refusal: Refusal, gateway: Gateway) -> None:
+    box, read_only, limited, www, ok = refusal
+    with paramiko_sftp(gateway, read_only, box) as s:
+        for name, args in api_changes(www):
+            with pytest.raises(PermissionError):
+                getattr(s, name)(*args)
+                pytest.fail(f"{name}{args} was not refused")
+        assert s.open(f"{www}/existing").read() == b"old\n"
+    with paramiko_sftp(gateway, limited, box) as s:
+        with pytest.raises(PermissionError):
+            s.open(f"{www}/new", "w")
+        with pytest.raises(PermissionError):
+            s.stat(f"{www}/existing")
+        with s.open(f"{ok}/new", "w") as f:
+            f.write(b"new\n")
+        assert s.open(f"{ok}/new").read() == b"new\n"
+    untouched(box, www)
+
+
+async def test_asyncssh_refusals(refusal: Refusal, gateway: Gateway) -> None:
+    box, read_only, limited, www, ok = refusal
+    async with sftp_client(gateway, read_only, box) as s:
+        for name, args in api_changes(www):
+            with pytest.raises(asyncssh.SFTPPermissionDenied):
+                await getattr(s, name)(*args)
+                pytest.fail(f"{name}{args} was not refused")
+        async with s.open(f"{www}/existing", "rb") as f:
+            assert await f.read() == b"old\n"
+    async with sftp_client(gateway, limited, box) as s:
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await s.open(f"{www}/new", "wb")
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await s.stat(f"{www}/existing")
+        async with s.open(f"{ok}/new", "wb") as f:
+            await f.write(b"new\n")
+        async with s.open(f"{ok}/new", "rb") as f:
+            assert await f.read() == b"new\n"
+    untouched(box, www)
+
+
+def api_changes(www: str) -> list[tuple[str, tuple[object, ...]]]:
+    """Changes in ``www`` as (method, arguments): the same for paramiko's and asyncssh's
+    SFTP clients."""
+    return [
+        ("open", (f"{www}/new", "w")),
+        ("open", (f"{www}/existing", "r+")),
+        ("mkdir", (f"{www}/d",)),
+        ("remove", (f"{www}/existing",)),
+        ("rename", (f"{www}/existing", f"{www}/moved")),
+        ("chmod", (f"{www}/existing", 0o600)),
+        ("utime", (f"{www}/existing", (1, 1))),
+        ("symlink", ("existing", f"{www}/link")),
+    ]
 
 
 # --- the protocol edges those clients hit, byte by byte ------------------------------------
