@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import DATE_HELP, audit, open_store, parse_when, run, settings, with_store
+from gateway.cli.common import audit, open_store, run, settings, with_store
+from gateway.cli.inputs import DATE_HELP, parse_when
 from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, pick, print_json, say, table
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Grant
@@ -121,10 +122,7 @@ def add(
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-) -> None:
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List all grants."""
     grants: list[Grant] = with_store(ctx, lambda store: store.all_grants())
     if as_json:

@@ -21,10 +21,7 @@ def add(ctx: typer.Context, name: str) -> None:
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context,
-    as_json: JsonOpt = False,
-) -> None:
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List groups with their members."""
     groups: list[GroupInfo] = with_store(ctx, lambda store: store.list_groups())
     if as_json:

@@ -6,17 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import (
-    DATE_HELP,
-    LIVE_NOTE,
-    audit,
-    open_store,
-    parse_when,
-    read_key_arg,
-    run,
-    settings,
-    with_store,
-)
+from gateway.cli.common import LIVE_NOTE, audit, open_store, run, settings, with_store
+from gateway.cli.inputs import DATE_HELP, parse_when, read_key_arg
 from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
 from gateway.store import KeyInfo, Store, parse_public_key
 

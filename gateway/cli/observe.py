@@ -19,7 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import actor, open_store, parse_when, run, settings
+from gateway.cli.common import actor, open_store, run, settings
+from gateway.cli.inputs import parse_when
 from gateway.cli.show import JsonOpt, pick, print_json, say, table
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import AuditRecord, SessionRecord

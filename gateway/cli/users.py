@@ -6,18 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import (
-    LIVE_NOTE,
-    audit,
-    change,
-    open_store,
-    read_key_arg,
-    read_password,
-    run,
-    settings,
-    with_store,
-)
+from gateway.cli.common import LIVE_NOTE, audit, change, open_store, run, settings, with_store
 from gateway.cli.grants import grant_json, grant_table
+from gateway.cli.inputs import read_key_arg, read_password
 from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
 from gateway.errors import GatewayError, InvalidInput
 from gateway.policy import Grant

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli.common import parse_when
+from gateway.cli.inputs import parse_when
 from gateway.errors import InvalidInput
 
 
