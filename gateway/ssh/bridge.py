@@ -170,11 +170,12 @@ class Bridge:
                     raise exc
             if kill_task in done or stop_task in done:
                 killed = kill_task in done
-                why = (
-                    "session terminated by an administrator"
-                    if killed
-                    else ("the gateway is shutting down; session ended")
-                )
+                if not killed:
+                    why = "the gateway is shutting down; session ended"
+                elif self.track.kill_reason == EndReason.REVOKED:
+                    why = "session ended: your access was revoked"
+                else:
+                    why = "session terminated by an administrator"
                 self.s.say(stderr, why, self.pty)
                 await self._terminate()
                 self.track.end(255, EndReason.KILLED if killed else EndReason.SHUTDOWN)

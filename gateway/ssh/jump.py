@@ -74,6 +74,11 @@ class Jumps:
         limit = outer.gw.settings.max_sessions
         if len(outer.open_channels) >= limit:
             outer.gw.observer.channel_refused("max_sessions")
+            log.info(
+                "conn %s: proxyjump refused: %d channels open on this connection (max_sessions)",
+                outer.conn_id,
+                len(outer.open_channels),
+            )
             raise _refused(f"too many sessions on this connection (at most {limit})")
         try:
             await _admit(outer, ident, name)
@@ -86,9 +91,7 @@ class Jumps:
         inner = JumpConnection(outer, name)
         options = asyncssh.SSHServerConnectionOptions(self._base, server_factory=lambda: inner)
         tunnel = JumpTunnel(outer, inner, asyncssh.SSHServerConnection(_loop(), options))
-        log.info(
-            "conn %s: proxyjump %s to %s (conn %s)", outer.conn_id, ident.user, name, inner.conn_id
-        )
+        log.info("conn %s: proxyjump %s to %s (%s)", outer.conn_id, ident.user, name, inner.jump_id)
         return tunnel
 
 
@@ -143,6 +146,11 @@ class JumpConnection(GatewayConnection):
         self.outer = outer
         self.container = container
         self.via = VIA
+        # Its sessions belong to the outer connection, for the observer: their rows, the
+        # re-check of the credential for every channel, and revocation, which ends them with
+        # their message before it closes the outer connection (and with it this one).
+        self.jump_id = self.conn_id
+        self.conn_id = outer.conn_id
         self.remote, self.source = outer.remote, outer.source
         self.accepted_at = outer.accepted_at
         # One allowance for the outer connection, its jumps and every session inside them.
@@ -154,7 +162,10 @@ class JumpConnection(GatewayConnection):
         # and this one cannot fail to (a malformed login name only gets no methods).
         self.conn = conn
         coalesce_writes(conn, self.gw.settings.write_buffer_high)
-        self.gw.observer.connection_opened(self.conn_id, self.remote)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True  # the outer connection stays registered with the observer
+        log.debug("conn %s: proxyjump %s closed: %r", self.conn_id, self.jump_id, exc)
 
     async def begin_auth(self, username: str) -> bool:
         conn_id_var.set(self.conn_id)
@@ -181,22 +192,11 @@ class JumpConnection(GatewayConnection):
         credential = outer.credential
         self.identity = Identity(outer.user, outer.groups, target, credential, via=VIA)
         self.gw.observer.auth_attempt(VIA, True, outer.user, self.remote)
-        # Its own entry for the revocation poller: a revoked user loses the inner connections too.
-        close = self.conn.close if self.conn is not None else (lambda: None)
-        self.gw.observer.connection_authenticated(
-            self.conn_id,
-            outer.user,
-            self.remote,
-            credential.method,
-            close,
-            key=credential.key,
-            password_hash=credential.password_hash,
-        )
         log.info(
-            "conn %s: %s via proxyjump (conn %s) into %s as %s",
+            "conn %s: %s via proxyjump %s into %s as %s",
             self.conn_id,
             outer.user,
-            self.outer.conn_id,
+            self.jump_id,
             self.container,
             target.login or "the default login",
         )

@@ -9,14 +9,28 @@ for the gateway and ``-J gw`` (or ``ProxyJump gw``) for the container.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import MOTD, Gateway, PtyProcess, no_traceback, unique
+from tests.e2e.helpers import (
+    MOTD,
+    Gateway,
+    GatewayFactory,
+    PtyProcess,
+    has_process,
+    no_traceback,
+    unique,
+    wait_until,
+)
 from tests.e2e.test_ssh_pty import size_shows
 from tests.support.process import HOST
 
@@ -235,3 +249,115 @@ def test_denied_container_refuses_the_channel(
     res = run(["sftp", *jump.opts(), "-b", "-", f"root@{granted}"], input=b"ls\n")
     assert res.returncode != 0
     assert b"login 'root' is not allowed" in res.stderr, res.stderr
+
+
+def active_sessions(gateway: Gateway, user: str) -> list[dict[str, Any]]:
+    res = gateway.cli("sessions", "--active", "--user", user, "--json")
+    return list(json.loads(res.stdout))
+
+
+def start_sleep(jump: Jump, dest: str, seconds: int = 100) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        jump.ssh_cmd(dest, f"sleep {seconds}"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("how", ["kill", "revoke"])
+def test_kill_and_revocation_end_a_jump_session(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, busybox_image: str, how: str
+) -> None:
+    c = make_container(busybox_image)
+    gateway.grant(c, user=jump.user, rights="exec", logins="app")
+    proc = start_sleep(jump, f"app@{c}", 97)
+    try:
+        assert wait_until(lambda: len(active_sessions(gateway, jump.user)) == 1, timeout=60)
+        (sess,) = active_sessions(gateway, jump.user)
+        assert (sess["kind"], sess["container"], sess["login"]) == ("exec", c, "app")
+        assert wait_until(lambda: has_process(c, r"sleep 97\b"), timeout=30)
+        if how == "kill":
+            gateway.cli("sessions", "kill", sess["id"][:10])
+            want = "administrator"
+        else:
+            gateway.cli("user", "disable", jump.user)
+            want = "revoked"
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        assert want in err.decode(errors="replace"), err
+        no_traceback(err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert wait_until(lambda: not has_process(c, r"sleep 97\b"), timeout=30), (
+        "the ended command lives on in the container"
+    )
+    shown = json.loads(gateway.cli("sessions", "show", sess["id"], "--json").stdout)
+    assert shown["end_reason"] == ("killed" if how == "kill" else "revoked")
+
+
+def test_jump_channels_and_their_sessions_share_max_sessions(
+    gateway_factory: GatewayFactory,
+    make_container: MakeContainer,
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    """Over one outer connection (a ControlMaster), a jump channel takes one place under
+    max_sessions and every session inside it one more: many jumps do not multiply it."""
+    gw = gateway_factory({"SSHGW_MAX_SESSIONS": "3"})
+    jump = Jump(gw, tmp_path)
+    short = tempfile.mkdtemp(prefix="pj-")  # a socket path must stay under 108 bytes
+    jump.config.write_text(
+        jump.config.read_text()
+        .replace("Host gw\n", f"Host gw\n    ControlPath {short}/cm-%C\n")
+        .replace("LogLevel ERROR", "LogLevel INFO")
+    )
+    c = make_container(busybox_image)
+    gw.grant(c, user=jump.user, rights="exec", logins="app")
+    # The outer connection: a master that every `ssh -J gw` below goes through.
+    master = subprocess.Popen(
+        ["ssh", "-F", str(jump.config), "-M", "-N", "gw"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    procs = [master]
+    try:
+        up = ["ssh", "-F", str(jump.config), "-O", "check", "gw"]
+        assert wait_until(lambda: run(up).returncode == 0, timeout=30), "no master connection"
+        procs.append(start_sleep(jump, f"app@{c}", 96))  # jump channel + its exec: 2 places
+        assert wait_until(lambda: has_process(c, r"sleep 96\b"), timeout=60)
+        # The third place: a second jump channel, but its session is refused.
+        res = jump.ssh(f"app@{c}", "true")
+        assert res.returncode == 255
+        assert b"too many sessions on this connection (at most 3)" in res.stderr, res.stderr
+        # With a second jump channel open (places 3), a third one is refused at open.
+        procs.append(
+            subprocess.Popen(
+                ["ssh", *jump.opts(), "-N", f"app@{c}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        time.sleep(2)  # the second jump's inner connection is up
+        res = jump.ssh(f"app@{c}", "true")
+        assert res.returncode == 255
+        # A multiplexed client only says that the master's channel was refused (the reason,
+        # "too many sessions on this connection (at most 3)", is in the gateway's log).
+        assert b"Stdio forwarding request failed: Session open refused by peer" in res.stderr
+        assert "proxyjump refused: 3 channels open" in gw.log()
+        # Places come back when jumps end.
+        for p in procs[1:]:
+            p.kill()
+            p.wait(timeout=10)
+        ok = wait_until(lambda: jump.ssh(f"app@{c}", "echo ok").stdout == b"ok\n", timeout=30)
+        assert ok, "closed jump channels did not give their places back"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        shutil.rmtree(short, ignore_errors=True)
