@@ -470,14 +470,22 @@ class ArchiveWriteFile(WriteFile):
         if mtime is not None:
             self._mtime = mtime
 
+    async def _put(self) -> None:
+        mtime = self._mtime if self._mtime is not None else int(time.time())
+        await self.archive.put_file(self.final.real, self._spool, self._size, self._mode, mtime)
+
+    async def publish(self) -> None:
+        """Upload what is spooled so far (the close uploads the whole file again)."""
+        if not self.closed:
+            await self._put()
+
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._forget(self)
-        mtime = self._mtime if self._mtime is not None else int(time.time())
         try:
-            await self.archive.put_file(self.final.real, self._spool, self._size, self._mode, mtime)
+            await self._put()
         finally:
             self._spool.close()
 

@@ -307,6 +307,8 @@ class WriteFile(Handle, abc.ABC):
         self.final = final
         self.append = append
         self.readable = readable
+        # Its content appears under ``final`` only at close (or :meth:`publish`).
+        self.temp = True
 
     @abc.abstractmethod
     async def write(self, offset: int, data: bytes) -> int: ...
@@ -326,6 +328,11 @@ class WriteFile(Handle, abc.ABC):
 
     @abc.abstractmethod
     async def set_attrs(self, attrs: Attrs) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self) -> None:
+        """Make what was written so far visible under ``final`` while the file stays open
+        (a no-op for a file written in place)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -31,6 +31,9 @@ _NOT_FOUND_CODES = (126, 127)
 
 @dataclass(frozen=True, slots=True)
 class HelperInfo:
+    """What the helper shell learned at start: the login's home (the start directory), its
+    umask, which optional tools the image has (``dd``, ...), and its uid when known."""
+
     home: bytes
     umask: int
     tools: frozenset[str]

@@ -87,15 +87,8 @@ class ParseError(FSError):
 
 
 def _stat_from(m: re.Match[bytes]) -> Stat:
-    return Stat(
-        mode=int(m[1], 16),
-        uid=int(m[2]),
-        gid=int(m[3]),
-        size=int(m[4]),
-        atime=int(m[5]),
-        mtime=int(m[6]),
-        nlink=int(m[7]),
-    )
+    # mode in hex, then uid gid size atime mtime nlink in decimal: Stat's field order
+    return Stat(int(m[1], 16), *(int(m[i]) for i in range(2, 8)))
 
 
 def parse_stat(line: bytes) -> Stat:

@@ -151,19 +151,12 @@ class ShellBackend:
     async def statvfs(self, w: Where, shown: bytes) -> VFSStat:
         body = await self._call("q_statvfs", shown, w.dir, w.name, w.verify)
         try:
-            f = body.split()
-            return VFSStat(
-                bsize=int(f[0]),
-                frsize=int(f[1]),
-                blocks=int(f[2]),
-                bfree=int(f[3]),
-                bavail=int(f[4]),
-                files=int(f[5]),
-                ffree=int(f[6]),
-                fsid=int(f[7], 16),
-                namemax=int(f[8]),
-            )
-        except (IndexError, ValueError):
+            # VFSStat's nine fields in order, all decimal but the fsid (hex)
+            nums = [int(x, 16 if i == 7 else 10) for i, x in enumerate(body.split()[:9])]
+            if len(nums) != 9:
+                raise ValueError(body)
+            return VFSStat(*nums)
+        except ValueError:
             raise FSError(errno.EIO, shown, "unexpected answer from the container") from None
 
     async def id_map(self, path: bytes) -> dict[int, str]:
@@ -430,8 +423,24 @@ class ShellWriteFile(WriteFile):
             await self.abort()
             raise
         self.closed = True
-        if not self.temp:
+        if self.temp:
+            await self._finish()
+
+    async def publish(self) -> None:
+        """Give a new file its final name now and keep writing it there: what the client
+        wrote so far, mode and times included, is in place (an OPEN, RENAME or REMOVE by path
+        before the CLOSE finds it, as sftp-server's files exist from OPEN on)."""
+        if self.closed or not self.temp:
             return
+        await self._finish_writer()
+        await self._finish()
+        self.temp = False
+        self.target = self.final.real
+        self._mode = self._atime = self._mtime = None  # applied by q_finish
+
+    async def _finish(self) -> None:
+        """Write what is pending, apply the deferred attributes and rename the temporary
+        file to its final name (``q_finish``, one request)."""
         data = bytes(self._pending)
         self._pending = bytearray()
 

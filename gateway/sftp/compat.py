@@ -16,9 +16,10 @@ data. :class:`LenientSFTPHandler` does the same as sftp-server:
   its temporary name) acts on that open file, as with sftp-server (which creates the file at
   open): sshfs fails ``creat()`` with ENOENT otherwise, and ``cp -p`` its times.
 
-Known limit: an OPEN of such a file by path before its CLOSE (sshfs sends CLOSE from FUSE's
-asynchronous release, so ``open()`` right after ``close()`` can overtake it) still finds
-nothing; with sftp-server the file exists from OPEN on.
+- an OPEN, REMOVE or RENAME by path of such a file first gives it its final name
+  (:meth:`~gateway.containerfs.WriteFile.publish`; it stays open and is written in place
+  from then on): sshfs sends CLOSE from FUSE's asynchronous release, so ``open()`` right
+  after ``close()`` can overtake it, and with sftp-server the file exists from OPEN on.
 
 Nothing here touches paths, rights, handles or limits: the same handlers and the same
 :class:`~gateway.sftp.server.ContainerSFTPServer` methods run on the same fields.
@@ -37,13 +38,15 @@ from asyncssh.constants import (
     FXP_LSTAT,
     FXP_MKDIR,
     FXP_OPEN,
+    FXP_REMOVE,
+    FXP_RENAME,
     FXP_SETSTAT,
     FXP_STAT,
 )
 from asyncssh.packet import PacketDecodeError, SSHPacket, String
 from asyncssh.sftp import SFTPServerHandler
 
-from gateway.containerfs import WriteFile
+from gateway.containerfs import FSError, WriteFile
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,10 @@ _ATTRS_AFTER: dict[int | bytes, str] = {
     FXP_MKDIR: "s",  # path
     b"lsetstat@openssh.com": "s",  # path
 }
+
+
+# Extended requests whose first path (after the request's name) is a file to rename.
+_RENAMES = frozenset({b"posix-rename@openssh.com"})
 
 
 class LenientPacket(SSHPacket):
@@ -115,36 +122,61 @@ def _same_path(a: bytes, b: bytes) -> bool:
 class LenientSFTPHandler(SFTPServerHandler):
     """asyncssh's SFTP server handler reading requests like OpenSSH's sftp-server."""
 
-    def _created_handle(self, packet: SSHPacket) -> tuple[bytes, bytes] | None:
-        """The handle of a new file this session has open for writing at the path a stat,
-        lstat or setstat request names, and the request's bytes after the path; or None.
-
-        A new file lives under a temporary name until it is closed
-        (:mod:`gateway.containerfs`), where sftp-server creates it at open. sshfs creates a
-        file with OPEN and then asks for the path's attributes before it writes or closes
-        (ENOENT there fails the creat() call), and ``cp -p`` sets the times by path before
-        the close: such requests are answered like FSTAT / FSETSTAT on that handle. Only this
-        session's own handles count, opened through the same path and write-right checks.
-        """
-        if not self._file_handles:
-            return None
-        probe = SSHPacket(packet.get_remaining_payload())
-        try:
-            path = probe.get_string()
-        except PacketDecodeError:
-            return None
+    def _created(self, path: bytes) -> tuple[bytes, WriteFile] | None:
+        """The handle and file of a new file this session has open for writing at ``path``
+        (still under its temporary name), or None. Only this session's own handles count,
+        opened through the same path and write-right checks."""
         for handle, obj in self._file_handles.items():
             f = getattr(obj, "file", None)
             opened = getattr(obj, "path", None)
             if (
                 isinstance(f, WriteFile)
                 and not f.closed
-                and getattr(f, "temp", True)  # shell backend: False once it is the real file
+                and f.temp
                 and isinstance(opened, bytes)
                 and _same_path(opened, path)
             ):
-                return handle, probe.get_remaining_payload()
+                return handle, f
         return None
+
+    def _created_handle(self, packet: SSHPacket) -> tuple[bytes, bytes] | None:
+        """For a stat, lstat or setstat naming a file this session is creating: its handle
+        and the request's bytes after the path; or None.
+
+        A new file lives under a temporary name until it is closed
+        (:mod:`gateway.containerfs`), where sftp-server creates it at open. sshfs creates a
+        file with OPEN and then asks for the path's attributes before it writes or closes
+        (ENOENT there fails the creat() call), and ``cp -p`` sets the times by path before
+        the close: such requests are answered like FSTAT / FSETSTAT on that handle.
+        """
+        if not self._file_handles:
+            return None
+        probe = SSHPacket(packet.get_remaining_payload())
+        try:
+            created = self._created(probe.get_string())
+        except PacketDecodeError:
+            return None
+        return None if created is None else (created[0], probe.get_remaining_payload())
+
+    async def _publish_named(self, packet: SSHPacket, skip: int) -> None:
+        """Before an OPEN, REMOVE or RENAME naming a file this session is creating (after
+        ``skip`` leading strings): give that file its final name now. sshfs sends the CLOSE
+        from FUSE's asynchronous release, so a program's open() right after its close() can
+        overtake it; with sftp-server the file exists from OPEN on."""
+        if not self._file_handles:
+            return
+        probe = SSHPacket(packet.get_remaining_payload())
+        try:
+            for _ in range(skip):
+                probe.get_string()
+            created = self._created(probe.get_string())
+        except PacketDecodeError:
+            return
+        if created is not None:
+            try:
+                await created[1].publish()
+            except FSError as exc:  # the request itself then fails as it would have
+                log.info("could not put %r in place early: %s", created[1], exc)
 
     async def recv_packet(self) -> SSHPacket:
         packet = await super().recv_packet()
@@ -154,11 +186,15 @@ class LenientSFTPHandler(SFTPServerHandler):
         if self._version == 3:
             if pkttype == FXP_EXTENDED:
                 name = _extended_name(packet)
+                if name in _RENAMES:
+                    await self._publish_named(packet, 1)
                 fields = _ATTRS_AFTER.get(name) if name is not None else None
                 if fields is not None:
                     packet = _mask_attr_flags(packet, "s" + fields)  # the name, then fields
             else:
-                if pkttype in (FXP_STAT, FXP_LSTAT, FXP_SETSTAT):
+                if pkttype in (FXP_OPEN, FXP_REMOVE, FXP_RENAME):
+                    await self._publish_named(packet, 0)
+                elif pkttype in (FXP_STAT, FXP_LSTAT, FXP_SETSTAT):
                     created = self._created_handle(packet)
                     if created is not None:
                         handle, rest = created

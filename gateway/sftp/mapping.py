@@ -8,8 +8,10 @@ the client sees and the ``result`` of its :class:`~gateway.sftp.FileOp`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import os
 import stat as statmod
 from collections.abc import Callable
 
@@ -30,6 +32,7 @@ from asyncssh import (
     SFTPOpUnsupported,
     SFTPPermissionDenied,
     SFTPQuotaExceeded,
+    SFTPVFSAttrs,
     SFTPWriteProtect,
 )
 from asyncssh.constants import (
@@ -44,7 +47,7 @@ from asyncssh.constants import (
 )
 
 from gateway.containerfs import FSError, Stat
-from gateway.containerfs.backend import AttrChanges
+from gateway.containerfs.backend import AttrChanges, VFSStat
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,13 @@ def attrs_from_stat(st: Stat) -> SFTPAttrs:
         mtime=st.mtime,
         nlink=st.nlink,
     )
+
+
+def vfs_attrs(v: VFSStat, *, writable: bool) -> SFTPVFSAttrs:
+    """statvfs@openssh.com's answer: the container's numbers (``favail`` is ``ffree``; the
+    read-only flag says whether this session may write)."""
+    flags = 0 if writable else os.ST_RDONLY
+    return SFTPVFSAttrs(**dataclasses.asdict(v), favail=v.ffree, flags=flags)
 
 
 def setstat_changes(attrs: SFTPAttrs) -> AttrChanges:

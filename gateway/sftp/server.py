@@ -35,7 +35,7 @@ from asyncssh.constants import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TR
 from gateway.containerfs import ContainerFS, ReadFile, WriteFile
 from gateway.errors import GatewayError
 from gateway.sftp import FileOp
-from gateway.sftp.mapping import attrs_from_stat, op_result, setstat_changes, sftp_error
+from gateway.sftp.mapping import attrs_from_stat, op_result, setstat_changes, sftp_error, vfs_attrs
 
 if TYPE_CHECKING:
     from gateway.sftp import FileAccess
@@ -366,19 +366,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
 
     async def statvfs(self, path: bytes) -> SFTPVFSAttrs:
         v = await self._run("statvfs", path, lambda fs: fs.statvfs(path))
-        return SFTPVFSAttrs(
-            bsize=v.bsize,
-            frsize=v.frsize,
-            blocks=v.blocks,
-            bfree=v.bfree,
-            bavail=v.bavail,
-            files=v.files,
-            ffree=v.ffree,
-            favail=v.ffree,
-            fsid=v.fsid,
-            flags=0 if self._access.writable else os.ST_RDONLY,
-            namemax=v.namemax,
-        )
+        return vfs_attrs(v, writable=self._access.writable)
 
     async def exit(self) -> None:
         # asyncssh closes the channel right after exit() returns; the sftp subsystem's exit status

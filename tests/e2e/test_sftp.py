@@ -399,6 +399,48 @@ def test_paramiko_random_access(
     assert in_container(c, "ls -A /tmp | grep -c sshgw || true").strip() == "0"
 
 
+def test_new_file_found_by_path_before_its_close(
+    gateway: Gateway, make_container: MakeContainer, image: str
+) -> None:
+    """A new file lives under a temporary name until CLOSE, but sshfs sends CLOSE from FUSE's
+    asynchronous release: a program's open() right after close() overtook it and found
+    nothing (ENOENT). An OPEN, RENAME or REMOVE by path of a file the session is still
+    creating now finds it, as with sftp-server, whose files exist from OPEN on."""
+    c = make_container(image)
+    user = files_user(gateway, c)
+    with paramiko_sftp(gateway, user, c) as s:
+        w = s.open("/tmp/early.txt", "w")
+        w.write(b"abc")
+        w.flush()
+        with s.open("/tmp/early.txt", "r") as r:  # before the writer's CLOSE
+            assert r.read() == b"abc"
+        w.write(b"def")
+        w.close()
+        with s.open("/tmp/early.txt", "r") as r:
+            assert r.read() == b"abcdef"
+        w = s.open("/tmp/moving", "w")
+        w.write(b"x")
+        w.flush()
+        s.posix_rename("/tmp/moving", "/tmp/moved")
+        w.close()
+        with s.open("/tmp/moved", "r") as r:
+            assert r.read() == b"x"
+        w = s.open("/tmp/gone", "w")
+        w.write(b"y")
+        w.flush()
+        s.remove("/tmp/gone")
+        w.close()
+        with pytest.raises(FileNotFoundError):
+            s.stat("/tmp/gone")
+        with pytest.raises(FileNotFoundError):
+            s.stat("/tmp/moving")
+    assert in_container(c, "ls -A /tmp | grep -c sshgw || true").strip() == "0"
+    assert in_container(c, "stat -c '%a %U' /tmp/early.txt /tmp/moved").split("\n")[:2] == [
+        "644 app",
+        "644 app",
+    ]
+
+
 def test_container_without_shell(
     gateway: Gateway, make_container: MakeContainer, noshell_image: str, tmp_path: Path
 ) -> None:
