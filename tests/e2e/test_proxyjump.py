@@ -361,3 +361,64 @@ def test_jump_channels_and_their_sessions_share_max_sessions(
                 p.kill()
                 p.wait(timeout=10)
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
+    gateway: Gateway, make_container: MakeContainer, rsync_image: str, tmp_path: Path
+) -> None:
+    """The README's ProxyJump ssh_config: `ssh C`, `scp x C:` and `rsync -e ssh` for any
+    container name, with host keys checked strictly against the documented known_hosts lines
+    (the gateway's own keys, under the alias sshgw-containers)."""
+    user = unique("pj")
+    gateway.add_user(user)
+    c = make_container(rsync_image)
+    gateway.grant(c, user=user, rights="exec,sftp-read,sftp-write", logins="app")
+    known = tmp_path / "known_hosts"
+    keys = [p.read_text().split()[:2] for p in sorted(gateway.data_dir.glob("ssh_host_*_key.pub"))]
+    assert keys
+    known.write_text(
+        "".join(f"[{HOST}]:{gateway.port} {alg} {key}\n" for alg, key in keys)
+        + "".join(f"sshgw-containers {alg} {key}\n" for alg, key in keys)
+    )
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host gw\n"
+        f"    HostName {HOST}\n"
+        f"    Port {gateway.port}\n"
+        f"    User {user}\n"
+        "Host * !gw !*.* !localhost\n"
+        "    ProxyJump gw\n"
+        "    User app\n"
+        "    HostKeyAlias sshgw-containers\n"
+        "Host *\n"
+        f"    IdentityFile {gateway.keys[user]}\n"
+        "    IdentitiesOnly yes\n"
+        "    IdentityAgent none\n"
+        "    BatchMode yes\n"
+        "    StrictHostKeyChecking yes\n"
+        f"    UserKnownHostsFile {known}\n"
+        "    GlobalKnownHostsFile /dev/null\n"
+        "    LogLevel ERROR\n"
+    )
+    f = ["-F", str(config)]
+    res = run(["ssh", *f, c, "id -un"])
+    assert (res.returncode, res.stdout) == (0, b"app\n"), res.stderr
+    (tmp_path / "x.txt").write_bytes(b"via scp\n")
+    res = run(["scp", *f, str(tmp_path / "x.txt"), f"{c}:"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert docker_exec(c, "cat /home/app/x.txt") == "via scp\n"
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.bin").write_bytes(os.urandom(100_000))
+    res = run(["rsync", "-a", "-e", f"ssh -F {config}", f"{tmp_path}/tree/", f"{c}:tree/"])
+    assert res.returncode == 0, res.stderr
+    got = docker_exec(c, "sha256sum /home/app/tree/a.bin").split()[0]
+    assert got == hashlib.sha256((tmp_path / "tree" / "a.bin").read_bytes()).hexdigest()
+    # Another key under the alias: the client refuses the container's host key.
+    alg, other = Path(f"{gateway.stranger_key}.pub").read_text().split()[:2]
+    known.write_text(
+        "".join(f"[{HOST}]:{gateway.port} {a} {k}\n" for a, k in keys)
+        + f"sshgw-containers {alg} {other}\n"
+    )
+    res = run(["ssh", *f, c, "true"])
+    assert res.returncode == 255
+    assert b"HOST IDENTIFICATION HAS CHANGED" in res.stderr, res.stderr
