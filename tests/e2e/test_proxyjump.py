@@ -381,11 +381,15 @@ def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
         + "".join(f"sshgw-containers {alg} {key}\n" for alg, key in keys)
     )
     config = tmp_path / "ssh_config"
+    short = tempfile.mkdtemp(prefix="pj-")  # a socket path must stay under 108 bytes
     config.write_text(
         f"Host gw\n"
         f"    HostName {HOST}\n"
         f"    Port {gateway.port}\n"
         f"    User {user}\n"
+        "    ControlMaster auto\n"
+        f"    ControlPath {short}/cm-%C\n"
+        "    ControlPersist 60\n"
         "Host * !gw !*.* !localhost\n"
         "    ProxyJump gw\n"
         "    User app\n"
@@ -401,6 +405,23 @@ def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
         "    LogLevel ERROR\n"
     )
     f = ["-F", str(config)]
+    try:
+        readme_entry_works(f, c, tmp_path, config)
+        # Another key under the alias: the client refuses the container's host key.
+        alg, other = Path(f"{gateway.stranger_key}.pub").read_text().split()[:2]
+        known.write_text(
+            "".join(f"[{HOST}]:{gateway.port} {a} {k}\n" for a, k in keys)
+            + f"sshgw-containers {alg} {other}\n"
+        )
+        res = run(["ssh", *f, c, "true"])
+        assert res.returncode == 255
+        assert b"HOST IDENTIFICATION HAS CHANGED" in res.stderr, res.stderr
+    finally:
+        run(["ssh", *f, "-O", "exit", "gw"])
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def readme_entry_works(f: list[str], c: str, tmp_path: Path, config: Path) -> None:
     res = run(["ssh", *f, c, "id -un"])
     assert (res.returncode, res.stdout) == (0, b"app\n"), res.stderr
     (tmp_path / "x.txt").write_bytes(b"via scp\n")
@@ -413,12 +434,5 @@ def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
     assert res.returncode == 0, res.stderr
     got = docker_exec(c, "sha256sum /home/app/tree/a.bin").split()[0]
     assert got == hashlib.sha256((tmp_path / "tree" / "a.bin").read_bytes()).hexdigest()
-    # Another key under the alias: the client refuses the container's host key.
-    alg, other = Path(f"{gateway.stranger_key}.pub").read_text().split()[:2]
-    known.write_text(
-        "".join(f"[{HOST}]:{gateway.port} {a} {k}\n" for a, k in keys)
-        + f"sshgw-containers {alg} {other}\n"
-    )
-    res = run(["ssh", *f, c, "true"])
-    assert res.returncode == 255
-    assert b"HOST IDENTIFICATION HAS CHANGED" in res.stderr, res.stderr
+    res = run(["sftp", *f, "-b", "-", c], input=b"ls tree\n")
+    assert res.returncode == 0 and b"a.bin" in res.stdout, res.stderr
