@@ -7,7 +7,10 @@ terminal stream with a PTY. Until that marker is seen (or known never to come), 
 - the marker's own stream is collected and scanned (:func:`~gateway.ssh.wrapper.scan_pid_mark`:
   only the first ``PID_MARK_MAX`` bytes, only with this session's nonce);
 - output of the other stream is held back, up to :data:`HOLD_LIMIT` bytes; beyond that it is
-  let through and the marker is no longer looked for (overflow);
+  let through from then on (overflow), and the marker is still looked for on its own stream: the
+  engine does not order stdout and stderr, and a fast command's first 64 KiB of stdout can come
+  before the marker on stderr (seen with a 200 MB ``cat`` on a busy machine: the marker reached
+  the client, and without the PID the process could not be ended);
 - when the marker is found, what was held and what surrounded the marker is let through, without
   the marker; when it will not come, everything is let through except the engine's own
   "OCI runtime …" text (explained in one line by the session), and the first bytes are kept in
@@ -39,7 +42,7 @@ class PidMarkScanner:
         self.mark_stream = stdout if pty else stderr
         self.pid: int | None = None
         self.waiting = True  # the marker is still looked for
-        self.overflowed = False  # more than HOLD_LIMIT held: given up
+        self.overflowed = False  # more than HOLD_LIMIT held: the other stream flows
         self.missing = False  # the marker will not come (or the output ended without it)
         self.start_output = bytearray()
         self._held: list[Chunk] = []
@@ -77,10 +80,11 @@ class PidMarkScanner:
                 # The engine's own start-up error is explained in one line by the session.
                 return [(k, d) for k, d in self._release() if not d.startswith(ENGINE_ERROR_PREFIX)]
             return []
+        if self.overflowed:
+            return [(kind, data)]
         self._held.append((kind, data))
         self._held_size += len(data)
         if self._held_size > HOLD_LIMIT:
-            self.waiting = False
             self.overflowed = True
             return self._release()
         return []

@@ -88,12 +88,14 @@ def test_type_ahead_is_held_up_to_the_limit_then_let_through() -> None:
         assert s.feed(OUT, block) == []
     assert s.waiting and not s.overflowed
     out = s.feed(OUT, b"!")  # one byte over the limit
-    assert s.overflowed and not s.waiting and s.pid is None
+    assert s.overflowed and s.waiting and s.pid is None
     assert joined(out) == block * (HOLD_LIMIT // len(block)) + b"!"
     assert s.held == []
-    # The marker is no longer looked for: what comes is output.
-    assert s.feed(ERR, pid_mark(N, 12)) == [(ERR, pid_mark(N, 12))]
-    assert s.pid is None
+    assert s.feed(OUT, b"more") == [(OUT, b"more")]  # stdout flows from now on
+    # The marker is still looked for on its own stream (the engine does not order the two
+    # streams: a fast command's stdout can pass it), and taken out of the output.
+    assert s.feed(ERR, pid_mark(N, 12) + b"err") == [(ERR, b"err")]
+    assert s.pid == 12 and not s.waiting
     assert s.finish() == []
 
 
