@@ -249,6 +249,15 @@ def test_denied_container_refuses_the_channel(
     res = run(["sftp", *jump.opts(), "-b", "-", f"root@{granted}"], input=b"ls\n")
     assert res.returncode != 0
     assert b"login 'root' is not allowed" in res.stderr, res.stderr
+    # Not a login name: a banner line, and no authentication method for the inner connection.
+    res = jump.ssh(f"x+y@{granted}", "true")
+    assert res.returncode == 255
+    assert b"sshgw: malformed login 'x+y'" in res.stderr, res.stderr
+    assert b"Permission denied" in res.stderr, res.stderr
+    # A granted container: the inner connection is authenticated by the outer one, with the
+    # "none" method (no key, no password asked a second time).
+    res = run(["ssh", "-v", *jump.opts(), f"app@{granted}", "true"])
+    assert b"Authenticated to " in res.stderr and b'using "none"' in res.stderr, res.stderr
 
 
 def active_sessions(gateway: Gateway, user: str) -> list[dict[str, Any]]:
