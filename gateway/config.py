@@ -164,6 +164,13 @@ class Settings(BaseSettings):
             )
         return v
 
+    @field_validator("jump_port", mode="after")
+    @classmethod
+    def _check_jump_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise InvalidInput(f"jump_port must be a TCP port (1-65535) or 0 (off), not {v}")
+        return v
+
     @classmethod
     def settings_customise_sources(
         cls,

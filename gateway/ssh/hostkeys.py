@@ -36,3 +36,13 @@ def ensure_host_keys(data_dir: Path) -> list[asyncssh.SSHKey]:
 def fingerprints(data_dir: Path) -> list[tuple[str, str]]:
     """(algorithm, SHA256 fingerprint) of each host key, creating them when missing."""
     return [(k.get_algorithm(), k.get_fingerprint("sha256")) for k in ensure_host_keys(data_dir)]
+
+
+def known_hosts_lines(keys: list[asyncssh.SSHKey], names: str) -> list[str]:
+    """``NAMES ALGORITHM BASE64`` for each key: what a client adds to its known_hosts (for
+    ProxyJump, the containers' names or a HostKeyAlias: every container shows these keys)."""
+    lines = []
+    for key in keys:
+        alg, blob = key.export_public_key("openssh").decode("ascii").split()[:2]
+        lines.append(f"{names} {alg} {blob}")
+    return lines

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncssh
+import pytest
+
+from gateway.config import Settings
+from gateway.errors import InvalidInput
 from gateway.routing import Target
+from gateway.ssh.hostkeys import known_hosts_lines
 from gateway.ssh.jump import inner_target
 from gateway.ssh.transport import CoalescingTransport
 from tests.unit.test_transport import Inner
@@ -48,3 +54,23 @@ async def test_inner_connection_waits_for_its_own_channel_too() -> None:
     assert not waiter.done()
     outer._inner_resumed()
     await asyncio.wait_for(waiter, 1.0)
+
+
+def test_known_hosts_lines_name_every_host_key() -> None:
+    keys = [asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-rsa")]
+    lines = known_hosts_lines(keys, "sshgw-containers")
+    assert [ln.split()[:2] for ln in lines] == [
+        ["sshgw-containers", "ssh-ed25519"],
+        ["sshgw-containers", "ssh-rsa"],
+    ]
+    for line, key in zip(lines, keys, strict=True):
+        # What OpenSSH reads back is the same public key.
+        parsed = asyncssh.import_public_key(line.split(None, 1)[1])
+        assert parsed.get_fingerprint() == key.get_fingerprint()
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_jump_port_is_a_port_or_zero(port: int) -> None:
+    with pytest.raises(InvalidInput, match="jump_port"):
+        Settings(jump_port=port)
+    assert Settings(jump_port=0).jump_port == 0
