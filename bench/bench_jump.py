@@ -40,31 +40,14 @@ from bench.common import (
     time_run,
 )
 from tests.support.memory import status_kib
+from tests.support.openssh import jump_config
 
 JUMP_TARGET = 0.8  # ProxyJump MB/s / direct sshgw MB/s, at least
 
 
-def jump_config(b: Bench) -> Path:
+def gw_config(b: Bench) -> Path:
     """An ssh_config with the gateway as host ``gw`` (the README's ProxyJump example)."""
-    path = b.tmp / "ssh_config_jump"
-    path.write_text(
-        f"Host gw\n"
-        f"    HostName 127.0.0.1\n"
-        f"    Port {b.gateway.port}\n"
-        f"    User {b.user}\n"
-        f"Host *\n"
-        f"    IdentityFile {b.key}\n"
-        "    IdentitiesOnly yes\n"
-        "    IdentityAgent none\n"
-        "    BatchMode yes\n"
-        "    StrictHostKeyChecking no\n"
-        "    UserKnownHostsFile /dev/null\n"
-        "    GlobalKnownHostsFile /dev/null\n"
-        "    LogLevel ERROR\n"
-        f"    Ciphers {CIPHER}\n"
-        "    ConnectTimeout 30\n"
-    )
-    return path
+    return jump_config(b.tmp / "ssh_config_jump", b.gateway.port, b.user, b.key, cipher=CIPHER)
 
 
 def jump_ssh(b: Bench, config: Path, command: str) -> list[str]:
@@ -84,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Bench(keep=args.keep) as b:
             gw_pid = b.gateway.proc.pid if b.gateway.proc else 0
-            config = jump_config(b)
+            config = gw_config(b)
             out = run(jump_ssh(b, config, "echo jump-ok")).stdout
             if out != b"jump-ok\n":
                 raise BenchError(f"ProxyJump answered {out!r} to 'echo jump-ok'")

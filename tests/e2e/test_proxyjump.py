@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.e2e.test_ssh_pty import size_shows
+from tests.support.openssh import jump_config
 from tests.support.process import HOST
 
 pytestmark = pytest.mark.docker
@@ -48,23 +49,7 @@ class Jump:
         if user is None:
             gateway.add_user(self.user)
         key = gateway.keys[self.user]
-        self.config = tmp / f"ssh_config-{self.user}"
-        self.config.write_text(
-            f"Host gw\n"
-            f"    HostName {HOST}\n"
-            f"    Port {gateway.port}\n"
-            f"    User {self.user}\n"
-            f"Host *\n"
-            f"    IdentityFile {key}\n"
-            "    IdentitiesOnly yes\n"
-            "    IdentityAgent none\n"
-            "    BatchMode yes\n"
-            "    StrictHostKeyChecking no\n"
-            "    UserKnownHostsFile /dev/null\n"
-            "    GlobalKnownHostsFile /dev/null\n"
-            "    LogLevel ERROR\n"
-            "    ConnectTimeout 30\n"
-        )
+        self.config = jump_config(tmp / f"ssh_config-{self.user}", gateway.port, self.user, key)
 
     def opts(self) -> list[str]:
         return ["-F", str(self.config), "-J", "gw"]

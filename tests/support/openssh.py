@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.support.process import SetupError
+from tests.support.process import HOST, SetupError
 
 NO_CONFIG = (
     "-F",
@@ -50,4 +50,32 @@ def keygen(path: Path, comment: str, kind: str = "ed25519") -> Path:
     )
     if res.returncode != 0:
         raise SetupError(f"ssh-keygen {path} exited {res.returncode}: {res.stderr.decode()}")
+    return path
+
+
+def jump_config(
+    path: Path, port: int, user: str, key: Path | str, *, cipher: str | None = None
+) -> Path:
+    """An ssh_config for ProxyJump (the README's): the gateway on loopback ``port`` as host
+    ``gw`` with gateway user ``user``; for every host only ``key``, no agent, no prompt, any
+    host key accepted, errors only. Then ``ssh -F PATH -J gw LOGIN@CONTAINER``."""
+    lines = [
+        "Host gw",
+        f"    HostName {HOST}",
+        f"    Port {port}",
+        f"    User {user}",
+        "Host *",
+        f"    IdentityFile {key}",
+        "    IdentitiesOnly yes",
+        "    IdentityAgent none",
+        "    BatchMode yes",
+        "    StrictHostKeyChecking no",
+        "    UserKnownHostsFile /dev/null",
+        "    GlobalKnownHostsFile /dev/null",
+        "    LogLevel ERROR",
+        "    ConnectTimeout 30",
+    ]
+    if cipher is not None:
+        lines.append(f"    Ciphers {cipher}")
+    path.write_text("\n".join(lines) + "\n")
     return path
