@@ -306,21 +306,28 @@ class GatewayConnection(asyncssh.SSHServer):
 
     # Sessions -------------------------------------------------------------------------------
 
+    def channel_room(self, what: str) -> None:
+        """Refuse a new channel (``what``: session, proxyjump …) when ``max_sessions`` are open:
+        :class:`asyncssh.ChannelOpenError`, counted and logged."""
+        limit = self.gw.settings.max_sessions
+        if len(self.open_channels) < limit:
+            return
+        self.gw.observer.channel_refused("max_sessions")
+        log.info(
+            "conn %s: %s refused: %d open on this connection (max_sessions)",
+            self.conn_id,
+            what,
+            len(self.open_channels),
+        )
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            f"too many sessions on this connection (at most {limit})",
+        )
+
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
         if self.identity is None:
             return False
-        limit = self.gw.settings.max_sessions
-        if len(self.open_channels) >= limit:
-            self.gw.observer.channel_refused("max_sessions")
-            log.info(
-                "conn %s: session refused: %d open on this connection (max_sessions)",
-                self.conn_id,
-                len(self.open_channels),
-            )
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                f"too many sessions on this connection (at most {limit})",
-            )
+        self.channel_room("session")
         session = GatewaySession(self)
         self.open_channels.add(session)
         return session

@@ -51,6 +51,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """True when something on this host listens on TCP ``port`` (read from /proc, without
+    connecting: a connection to a forwarded port would open a channel)."""
+    want = f":{port:04X} "
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if (fields[1] + " ").endswith(want) and fields[3] == "0A":
+                    return True
+    return False
+
+
 def read_banner(port: int, timeout: float = 2) -> bytes:
     """What an SSH server on ``port`` sends first: up to its first newline (512 bytes at most)."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:
