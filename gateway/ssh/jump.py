@@ -71,23 +71,14 @@ class Jumps:
             raise _refused("not authenticated")
         if not CONTAINER_RE.fullmatch(name):
             raise _refused(f"no such container, or access denied: {name[:64]!r}")
-        limit = outer.gw.settings.max_sessions
-        if len(outer.open_channels) >= limit:
-            outer.gw.observer.channel_refused("max_sessions")
-            log.info(
-                "conn %s: proxyjump refused: %d channels open on this connection (max_sessions)",
-                outer.conn_id,
-                len(outer.open_channels),
-            )
-            raise _refused(f"too many sessions on this connection (at most {limit})")
+        outer.channel_room(VIA)
         try:
             await _admit(outer, ident, name)
         except GatewayError as exc:
             if exc.public_message != exc.user_message:
                 log.warning("conn %s: proxyjump to %s: %s", outer.conn_id, name, exc.user_message)
             raise _refused(exc.public_message) from None
-        if outer.conn is None or len(outer.open_channels) >= limit:
-            raise _refused(f"too many sessions on this connection (at most {limit})")
+        outer.channel_room(VIA)  # again: other channels may have opened meanwhile
         inner = JumpConnection(outer, name)
         options = asyncssh.SSHServerConnectionOptions(self._base, server_factory=lambda: inner)
         tunnel = JumpTunnel(outer, inner, asyncssh.SSHServerConnection(_loop(), options))

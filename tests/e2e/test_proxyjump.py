@@ -342,7 +342,7 @@ def test_jump_channels_and_their_sessions_share_max_sessions(
         # A multiplexed client only says that the master's channel was refused (the reason,
         # "too many sessions on this connection (at most 3)", is in the gateway's log).
         assert b"Stdio forwarding request failed: Session open refused by peer" in res.stderr
-        assert "proxyjump refused: 3 channels open" in gw.log()
+        assert "proxyjump refused: 3 open on this connection" in gw.log()
         # Places come back when jumps end.
         for p in procs[1:]:
             p.kill()
