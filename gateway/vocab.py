@@ -17,6 +17,7 @@ class SessionKind(StrEnum):
     SFTP = "sftp"
     SCP = "scp"  # legacy ``scp -t|-f``, answered by the gateway itself
     LIST = "list"  # ``ssh user@gw`` with no container: the containers the user may reach
+    FORWARD = "forward"  # ``ssh -L`` / ``ssh -D``: one forwarded TCP connection into a container
 
 
 class EndReason(StrEnum):
@@ -39,5 +40,7 @@ class DenyReason(StrEnum):
     LOGIN_NOT_ALLOWED = "login_not_allowed"
     PATH_RULE = "path_rule"
     EXPIRED = "expired"
+    PORT_NOT_ALLOWED = "port_not_allowed"  # a forward to a port no ``--ports`` of a grant lists
+    DEST_NOT_ALLOWED = "dest_not_allowed"  # a forward to anything but the container itself
     # Not a policy decision: the connection's user or credential was revoked.
     REVOKED = "revoked"

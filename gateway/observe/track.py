@@ -44,6 +44,7 @@ class SessionInfo:
     rows: int
     record: bool  # the deciding grant allows recording
     connected_at: float  # time.monotonic() at TCP accept
+    port: int | None = None  # a forward's port in the container
 
 
 def session_event(info: SessionInfo, kind: str, /, **detail: Any) -> _audit.Record:

@@ -236,31 +236,6 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             connected_at=self.gwconn.accepted_at,
         )
 
-    async def _recheck(self, ident: Identity, kind: SessionKind) -> None:
-        """The connection's user and key or password must still be valid for a new channel."""
-        reason = await self.gw.observer.recheck(self.gwconn.conn_id, ident.user)
-        if reason is not None:
-            self.gw.observer.access_denied(
-                DenyReason.REVOKED,
-                ident.user,
-                ident.target.container,
-                "-",
-                self.gwconn.remote,
-                kind=kind,
-            )
-            raise AccessDenied(f"access revoked ({reason})")
-
-    async def _grants_rechecked(self, ident: Identity, kind: SessionKind) -> list[Grant]:
-        """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
-        check = asyncio.ensure_future(self._recheck(ident, kind))
-        try:
-            grants = await self.gw.store.grants_for(ident.user)
-        finally:
-            if not check.done():
-                await asyncio.wait({check})
-        check.result()
-        return grants
-
     async def _list(
         self,
         ident: Identity,
@@ -269,7 +244,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         pty: bool,
     ) -> int:
         """``ssh alice@gw``: the containers alice may reach."""
-        grants = await self._grants_rechecked(ident, SessionKind.LIST)
+        grants = await grants_rechecked(self.gwconn, ident, SessionKind.LIST)
         track = self.gw.observer.session_started(
             self._info(ident, SessionKind.LIST, None, None, None, pty, False)
         )
@@ -320,18 +295,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     ) -> int:
         name = ident.target.container
         assert name is not None
-        # The container and the grants are looked up at the same time.
-        grants_task = asyncio.ensure_future(self._grants_rechecked(ident, kind))
-        try:
-            container = await self.gw.engine.resolve(name)
-        except EngineUnavailable:
-            self.gw.observer.docker_error("inspect")
-            raise
-        finally:
-            if not grants_task.done():
-                await asyncio.wait({grants_task})
-            grants_task.exception()  # retrieved here; raised by result() below
-        self._grants = grants_task.result()
+        self._grants, container = await grants_and_container(self.gwconn, ident, kind, name)
         decision = self._authorize(ident, self._grants, container, kind)
         if not container.running:
             raise ContainerNotRunning(container.name, container.state)
@@ -423,6 +387,49 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                     t.cancel()
 
     # Shell and exec ----------------------------------------------------------------------
+
+
+async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind) -> None:
+    """The connection's user and key or password must still be valid for a new channel."""
+    gw = conn.gw
+    reason = await gw.observer.recheck(conn.conn_id, ident.user)
+    if reason is not None:
+        gw.observer.access_denied(
+            DenyReason.REVOKED, ident.user, ident.target.container, "-", conn.remote, kind=kind
+        )
+        raise AccessDenied(f"access revoked ({reason})")
+
+
+async def grants_rechecked(
+    conn: GatewayConnection, ident: Identity, kind: SessionKind
+) -> list[Grant]:
+    """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
+    check = asyncio.ensure_future(_recheck(conn, ident, kind))
+    try:
+        grants = await conn.gw.store.grants_for(ident.user)
+    finally:
+        if not check.done():
+            await asyncio.wait({check})
+    check.result()
+    return grants
+
+
+async def grants_and_container(
+    conn: GatewayConnection, ident: Identity, kind: SessionKind, name: str
+) -> tuple[list[Grant], Container]:
+    """The grants (credential re-checked) and the container ``name``, looked up at once."""
+    gw = conn.gw
+    grants_task = asyncio.ensure_future(grants_rechecked(conn, ident, kind))
+    try:
+        container = await gw.engine.resolve(name)
+    except EngineUnavailable:
+        gw.observer.docker_error("inspect")
+        raise
+    finally:
+        if not grants_task.done():
+            await asyncio.wait({grants_task})
+        grants_task.exception()  # retrieved here; raised by result() below
+    return grants_task.result(), container
 
 
 def _cap_env(chan: SSHChannel[bytes], budget: EnvBudget, session: GatewaySession) -> None:

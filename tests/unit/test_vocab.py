@@ -11,7 +11,7 @@ from gateway.vocab import DenyReason, EndReason, SessionKind
 
 def test_values_are_the_stored_strings() -> None:
     # Rows written before the vocabularies existed hold these strings; they must not change.
-    assert [k.value for k in SessionKind] == ["shell", "exec", "sftp", "scp", "list"]
+    assert [k.value for k in SessionKind] == ["shell", "exec", "sftp", "scp", "list", "forward"]
     assert {r.value for r in EndReason} == {
         "exit",
         "client_gone",
@@ -28,6 +28,8 @@ def test_values_are_the_stored_strings() -> None:
         "path_rule",
         "expired",
         "revoked",
+        "port_not_allowed",
+        "dest_not_allowed",
     }
 
 
