@@ -7,6 +7,9 @@ Measured side by side in one run, interleaved round-robin. Sections (``--only``,
             sshgw to the same address (direct) | via sshgw to the container's loopback (a
             busybox ``nc`` relay exec'd in the container)
 
+  jump      ``cat`` of a 200 MB file through ProxyJump (``ssh -J gw alice@c``, the gateway serves
+            the inner SSH connection itself) | through ``ssh alice+c@gw`` (the direct sshgw path)
+
 Each section is one function ``section_NAME(bench, args) -> Section`` registered in
 :data:`SECTIONS`; a section prints its table and verdicts from the rows it measured.
 Every ``ssh -N -L`` client is started once per path (setup not timed) and each GET checks the
@@ -14,9 +17,10 @@ byte count.
 
 Run as root from the repository root (needs Docker, OpenSSH client and server, curl):
 
-    python -m bench.bench_forward [--only forward] [--runs 3] [--size-mb 200] [--json FILE]
+    python -m bench.bench_forward [--only forward,jump] [--runs 3] [--size-mb 200] [--json FILE]
 
-Target (issue 12): sshgw ``-L`` >= 0.7x OpenSSH's throughput.
+Targets (issue 12): sshgw ``-L`` >= 0.7x OpenSSH's throughput; ProxyJump >= 0.8x the direct sshgw
+path's (it adds one inner SSH layer: the gateway encrypts every byte twice).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -31,12 +36,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.bench_session import cpu_seconds
 from bench.common import (
     CIPHER,
     Bench,
     BenchError,
     Series,
     client_opts,
+    count_output,
+    data_file,
     dump_json,
     free_port,
     log,
@@ -44,10 +52,13 @@ from bench.common import (
     print_table,
     run,
     stop_process,
+    time_run,
 )
+from tests.support.openssh import jump_config
 from tests.support.process import listening
 
 FORWARD_TARGET = 0.7  # sshgw -L / OpenSSH -L throughput
+JUMP_TARGET = 0.8  # ProxyJump / direct sshgw throughput
 HTTPD_ALL = 8081  # busybox httpd on all addresses (reached on the container's address)
 HTTPD_LOOP = 8080  # busybox httpd on 127.0.0.1 only (reached through a relay)
 
@@ -166,9 +177,51 @@ def section_forward(b: Bench, args: argparse.Namespace) -> Section:
     return sec
 
 
+def section_jump(b: Bench, args: argparse.Namespace) -> Section:
+    size = args.size_mb * 1_000_000
+    c = b.container.name
+    config = jump_config(b.tmp / "ssh_config_jump", b.gateway.port, b.user, b.key, cipher=CIPHER)
+    # The inner user name is the gateway user's own: the grant's default login, as alice+c.
+    jump = ["ssh", "-F", str(config), "-J", "gw", "-T", f"{b.user}@{c}"]
+    gw_pid = b.gateway.proc.pid if b.gateway.proc else 0
+    with data_file(b.tmp, size) as host_file:
+        inside = "/tmp/payload.bin"
+        run(["docker", "cp", str(host_file), f"{c}:{inside}"])
+        paths = [
+            (Series("sshgw (ssh alice+c@gw cat)", nbytes=size), b.gw_ssh(f"cat {inside}")),
+            (Series("ProxyJump (ssh -J gw c cat)", nbytes=size), [*jump, f"cat {inside}"]),
+        ]
+        for s, cmd in paths:  # untimed and counted: checks the bytes, warms the page cache
+            if (got := count_output(cmd)) != size:
+                raise BenchError(f"{s.name}: got {got} bytes, expected {size}")
+        gw_cpu: dict[str, list[float]] = {s.name: [] for s, _ in paths}
+        for _ in range(args.runs):  # round-robin: drift on the machine hits both alike
+            for s, cmd in paths:
+                busy, cpu = machine_busy(), cpu_seconds(gw_pid)
+                s.times.append(time_run(cmd))
+                s.cpu.append(machine_busy() - busy)
+                gw_cpu[s.name].append(cpu_seconds(gw_pid) - cpu)
+    for name, values in gw_cpu.items():
+        log(f"gateway CPU per run, {name}: {statistics.median(values):.2f} s")
+    direct, through = (s for s, _ in paths)
+    sec = Section()
+    sec.tables.append(
+        (
+            f"(jump) cat {args.size_mb} MB > /dev/null; ratio vs the direct sshgw path",
+            [direct, through],
+            direct,
+        )
+    )
+    sec.verdicts.append(
+        ("ProxyJump / direct sshgw throughput", through.mbps / direct.mbps, JUMP_TARGET)
+    )
+    return sec
+
+
 # Sections, in the order they run. A new measurement is one more function here.
 SECTIONS: dict[str, Callable[[Bench, argparse.Namespace], Section]] = {
     "forward": section_forward,
+    "jump": section_jump,
 }
 
 
