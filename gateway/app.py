@@ -61,6 +61,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     host, port = settings.listen_address
     try:
         prepare_data_dir(settings)
+        host_keys = ensure_host_keys(settings.effective_host_key_dir)
         store = await _prepare_store(settings)
     except GatewayError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
@@ -73,7 +74,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     except EngineUnavailable as exc:
         # Not fatal: the engine may come up later; sessions say so clearly meanwhile.
         log.warning("%s", exc.user_message)
-    host_keys = ensure_host_keys(settings.data_dir)
     observer = Observer(settings, store, engine)
     # What every SSH connection gets: the listener's, and the inner ones of ProxyJump.
     ssh_options: dict[str, Any] = {

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from gateway.errors import InvalidInput
 from gateway.ssh.limits import parse_max_startups
+from gateway.ssh.proxyproto import Network, parse_networks
 
 
 def _default_data_dir() -> Path:
@@ -60,8 +61,14 @@ class Settings(BaseSettings):
 
     # Where the gateway listens for SSH.
     listen: str = "0.0.0.0:2222"
+    # PROXY protocol v1/v2 on the SSH listener (behind a TCP balancer): a header is required
+    # from the addresses and CIDRs in proxy_from, and accepted from no one else.
+    proxy_protocol: bool = False
+    proxy_from: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Host keys, the default SQLite database and session recordings live here.
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # The SSH host keys; default: the data directory. Replicas that share it show the same keys.
+    host_key_dir: Path | None = None
     # SQLAlchemy URL; default: sqlite+aiosqlite:///<data_dir>/sshgw.db
     database_url: str | None = None
     # Docker endpoint; default: DOCKER_HOST, else the local socket.
@@ -133,6 +140,16 @@ class Settings(BaseSettings):
             return [p.strip() for p in v.replace(",", " ").split() if p.strip()]
         return v
 
+    @field_validator("proxy_from", mode="before")
+    @classmethod
+    def _check_proxy_from(cls, v: Any, info: ValidationInfo) -> Any:
+        items = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+        if isinstance(items, list):
+            parse_networks([str(i) for i in items])  # one clear line when one is bad
+            if not items and info.data.get("proxy_protocol"):
+                raise InvalidInput("proxy_protocol is on but proxy_from names no address")
+        return items
+
     @field_validator("max_startups", mode="before")
     @classmethod
     def _check_max_startups(cls, v: Any) -> Any:
@@ -194,6 +211,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'sshgw.db'}"
+
+    @property
+    def effective_host_key_dir(self) -> Path:
+        return self.host_key_dir or self.data_dir
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """Who may (and must) send a PROXY protocol header, when proxy_protocol is on."""
+        return parse_networks(self.proxy_from)
 
     @property
     def effective_recordings_dir(self) -> Path:

@@ -255,10 +255,11 @@ def hostkey_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     cfg = settings(ctx)
     try:
-        prints = fingerprints(cfg.data_dir)
+        prints = fingerprints(cfg.effective_host_key_dir)
     except OSError as exc:
         raise InvalidInput(
-            f"cannot read or create host keys in {cfg.data_dir}: {exc.strerror or exc}"
+            f"cannot read or create host keys in {cfg.effective_host_key_dir}: "
+            f"{exc.strerror or exc}"
         ) from None
     if as_json:
         print_json([{"algorithm": alg, "fingerprint": fp} for alg, fp in prints])
