@@ -389,8 +389,9 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     # Shell and exec ----------------------------------------------------------------------
 
 
-async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind) -> None:
-    """The connection's user and key or password must still be valid for a new channel."""
+async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind | None) -> None:
+    """The connection's user and key or password must still be valid for a new channel
+    (``kind``: the session's, None for a ProxyJump channel)."""
     gw = conn.gw
     reason = await gw.observer.recheck(conn.conn_id, ident.user)
     if reason is not None:
@@ -401,7 +402,7 @@ async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind) 
 
 
 async def grants_rechecked(
-    conn: GatewayConnection, ident: Identity, kind: SessionKind
+    conn: GatewayConnection, ident: Identity, kind: SessionKind | None
 ) -> list[Grant]:
     """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
     check = asyncio.ensure_future(_recheck(conn, ident, kind))
@@ -415,7 +416,7 @@ async def grants_rechecked(
 
 
 async def grants_and_container(
-    conn: GatewayConnection, ident: Identity, kind: SessionKind, name: str
+    conn: GatewayConnection, ident: Identity, kind: SessionKind | None, name: str
 ) -> tuple[list[Grant], Container]:
     """The grants (credential re-checked) and the container ``name``, looked up at once."""
     gw = conn.gw

@@ -35,6 +35,7 @@ from gateway.observe.logs import conn_id_var
 from gateway.policy import Subject, access
 from gateway.routing import CONTAINER_RE, LOGIN_RE, Target
 from gateway.ssh.authorize import policy_target
+from gateway.ssh.channel import grants_and_container
 from gateway.ssh.context import Identity
 from gateway.ssh.server import GatewayConnection
 from gateway.ssh.transport import coalesce_writes, flow_of
@@ -90,15 +91,10 @@ async def _admit(outer: GatewayConnection, ident: Identity, name: str) -> None:
     """Alice's credential is still valid and a live grant gives her some right on ``name``
     (each session then decides its own right); the container runs. Raises GatewayError."""
     gw = outer.gw
-    reason = await gw.observer.recheck(outer.conn_id, ident.user)
-    if reason is not None:
-        gw.observer.access_denied(DenyReason.REVOKED, ident.user, name, JUMP_RIGHT, outer.remote)
-        raise GatewayError(f"access revoked ({reason})")
-    grants = await gw.store.grants_for(ident.user)
     try:
-        container = await gw.engine.resolve(name)
+        grants, container = await grants_and_container(outer, ident, None, name)
     except NoSuchContainer:
-        container = None
+        grants, container = [], None
     if (
         container is None
         or access(Subject(ident.user, ident.groups), grants, policy_target(container)) is None
