@@ -80,6 +80,8 @@ class Jumps:
                 log.warning("conn %s: proxyjump to %s: %s", outer.conn_id, name, exc.user_message)
             raise _refused(exc.public_message) from None
         outer.channel_room(VIA)  # again: other channels may have opened meanwhile
+        if outer.conn is None or outer.conn.is_closed():
+            raise _refused("connection closed")  # asyncssh would drop the session silently
         inner = JumpConnection(outer, name)
         options = asyncssh.SSHServerConnectionOptions(self._base, server_factory=lambda: inner)
         tunnel = JumpTunnel(outer, inner, asyncssh.SSHServerConnection(_loop(), options))
