@@ -45,10 +45,14 @@ class SessionInfo:
     record: bool  # the deciding grant allows recording
     connected_at: float  # time.monotonic() at TCP accept
     port: int | None = None  # a forward's port in the container
+    via: str | None = None  # "proxyjump": the session came through a jump (gateway.ssh.jump)
 
 
 def session_event(info: SessionInfo, kind: str, /, **detail: Any) -> _audit.Record:
-    """An audit event about the session ``info``: who, where, from where, which session."""
+    """An audit event about the session ``info``: who, where, from where, which session (and
+    ``via: proxyjump`` for a session that came through a jump)."""
+    if info.via is not None:
+        detail["via"] = info.via
     return _audit.event(
         kind,
         user=info.user,

@@ -234,6 +234,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             rows=rows,
             record=record,
             connected_at=self.gwconn.accepted_at,
+            via=self.gwconn.via,
         )
 
     async def _list(

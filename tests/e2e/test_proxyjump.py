@@ -430,3 +430,38 @@ def readme_entry_works(f: list[str], c: str, tmp_path: Path, config: Path) -> No
     assert got == hashlib.sha256((tmp_path / "tree" / "a.bin").read_bytes()).hexdigest()
     res = run(["sftp", *f, "-b", "-", c], input=b"ls tree\n")
     assert res.returncode == 0 and b"a.bin" in res.stdout, res.stderr
+
+
+def test_audit_marks_what_came_through_the_jump(
+    gateway: Gateway, jump: Jump, make_container: MakeContainer, busybox_image: str
+) -> None:
+    c = make_container(busybox_image)
+    other = make_container(busybox_image)
+    gateway.grant(c, user=jump.user, rights="exec", logins="app")
+    assert jump.ssh(f"app@{c}", "exit 4").returncode == 4
+    assert jump.ssh(f"app@{other}", "true").returncode == 255  # no grant: refused at open
+    direct = gateway.ssh(f"{jump.user}+{c}", "true")  # the same user, not through a jump
+    assert direct.returncode == 0, direct.stderr
+
+    def audit() -> list[dict[str, Any]]:
+        res = gateway.cli("audit", "--json", "--user", jump.user)
+        return list(json.loads(res.stdout))
+
+    def complete() -> bool:
+        return [e["kind"] for e in audit()].count("session.end") == 2
+
+    assert wait_until(complete, timeout=60, interval=0.5), audit()
+    events = audit()
+    jump_logins = [
+        e for e in events if e["kind"] == "login" and e["detail"].get("method") == "proxyjump"
+    ]
+    assert len(jump_logins) == 1 and jump_logins[0]["detail"]["result"] == "success"
+    starts = [e for e in events if e["kind"] == "session.start"]
+    via = {e["detail"]["command"]: e["detail"].get("via") for e in starts}
+    assert via == {"exit 4": "proxyjump", "true": None}, starts
+    ends = [e for e in events if e["kind"] == "session.end" and e["detail"].get("via")]
+    assert [e["detail"]["exit_status"] for e in ends] == [4]
+    (denied,) = [e for e in events if e["kind"] == "denied"]
+    assert denied["container"] == other
+    assert denied["detail"]["right"] == "proxyjump"
+    assert denied["detail"]["reason"] == "no_grant"
