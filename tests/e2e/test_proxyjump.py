@@ -31,6 +31,7 @@ from tests.e2e.helpers import (
     unique,
     wait_until,
 )
+from tests.e2e.test_recording_asciicast import load_cast, recording_of
 from tests.e2e.test_ssh_pty import size_shows
 from tests.support.openssh import jump_config
 from tests.support.process import HOST
@@ -133,6 +134,13 @@ def test_pty_shell_resize_and_exit_status(
         p.send(b"exit 5\r")
         assert p.wait() == 5
         no_traceback(p.buffer)
+    # Recorded like any PTY session, at the size it ended with.
+    (sess,) = json.loads(gateway.cli("sessions", "--user", jump.user, "--json").stdout)
+    cast = recording_of(sess)
+    header, events = load_cast(cast)
+    assert (header["width"], header["height"]) == (80, 24)
+    assert any(e[1] == "r" and e[2] == "132x40" for e in events), events[:5]
+    assert "X42" in "".join(e[2] for e in events if e[1] == "o")
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["sftp-mode", "legacy-O"])
