@@ -7,13 +7,15 @@ are limited, and the ``copy-data`` extension copies a bounded amount per request
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from typing import Protocol
 
 import asyncssh
-from asyncssh import SFTPFailure, SFTPInvalidHandle
+from asyncssh import SFTPFailure, SFTPInvalidHandle, SFTPNoConnection
 from asyncssh.constants import FXP_OPEN, FXP_OPENDIR
-from asyncssh.packet import SSHPacket
+from asyncssh.packet import Byte, SSHPacket, UInt32
 from asyncssh.sftp import SFTPServerHandler
 
 from gateway.sftp.compat import LenientSFTPHandler
@@ -21,6 +23,11 @@ from gateway.sftp.compat import LenientSFTPHandler
 # Server-side copies (the copy-data extension) go through the container: bounded per request.
 COPY_DATA_MAX = 64 << 20
 COPY_DATA_BLOCK = 256 << 10
+# Replies written in one event-loop turn are joined up to this many bytes before they reach the
+# channel: asyncssh cuts each write into packets of the client's maximum size (32 KiB for
+# OpenSSH), so a 32 KiB read reply alone costs two SSH packets (32768 + 13 bytes), four joined
+# replies five. Bounded: at most this much waits per session, for at most one turn.
+SEND_BATCH = 128 << 10
 
 
 class WriteFlow(Protocol):
@@ -54,6 +61,46 @@ class PacedSFTPHandler(LenientSFTPHandler):
         super().__init__(server, reader, writer, sftp_version)
         self._flow = flow
         self._max_handles = max_handles
+        self._out: list[bytes] = []
+        self._out_len = 0
+        self._out_scheduled = False
+
+    def send_packet(self, pkttype: int, pktid: int | None, *args: bytes) -> None:
+        """asyncssh's ``send_packet``, but replies of one turn leave joined (:data:`SEND_BATCH`)."""
+        writer = self._writer
+        if not writer:
+            raise SFTPNoConnection("Connection not open")
+        if writer.channel.is_closing():
+            return
+        payload = Byte(pkttype) + b"".join(args)
+        self._out.append(UInt32(len(payload)))
+        self._out.append(payload)
+        self._out_len += 4 + len(payload)
+        self.log_sent_packet(pkttype, pktid, payload)
+        if self._out_len >= SEND_BATCH:
+            self._flush_out()
+        elif not self._out_scheduled:
+            self._out_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        self._out_scheduled = False
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_len = 0
+        writer = self._writer
+        if writer and not writer.channel.is_closing():
+            # the channel may have closed for sending meanwhile: nobody left to answer
+            with contextlib.suppress(OSError):
+                writer.write(data)
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self._flush_out()  # the last replies, before asyncssh closes the channel
 
     def _check_handles(self) -> None:
         """asyncssh keeps every handle a client opens (directories cost nothing to open):
