@@ -19,6 +19,7 @@ from gateway.observe import Observer
 from gateway.observe.logs import setup_logging
 from gateway.ssh.hostkeys import ensure_host_keys
 from gateway.ssh.jump import Jumps
+from gateway.ssh.proxied import create_proxied_server
 from gateway.ssh.server import Gateway, GatewayConnection
 from gateway.store import Store, safe_url
 
@@ -99,15 +100,30 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     server: asyncssh.SSHAcceptor | None = None
     try:
         await observer.start()
-        server = await asyncssh.create_server(
-            lambda: GatewayConnection(gw),
-            host,
-            port,
-            keepalive_interval=settings.keepalive_interval or None,
-            keepalive_count_max=3,
-            reuse_address=True,
-            **ssh_options,
-        )
+        keepalive = {
+            "keepalive_interval": settings.keepalive_interval or None,
+            "keepalive_count_max": 3,
+        }
+        if settings.proxy_protocol:  # behind a TCP balancer (gateway.ssh.proxied)
+            server = await create_proxied_server(
+                gw,
+                lambda: GatewayConnection(gw),
+                host,
+                port,
+                settings.proxy_networks,
+                **keepalive,
+                **ssh_options,
+            )
+            log.info("PROXY protocol required from %s", ", ".join(settings.proxy_from))
+        else:
+            server = await asyncssh.create_server(
+                lambda: GatewayConnection(gw),
+                host,
+                port,
+                reuse_address=True,
+                **keepalive,
+                **ssh_options,
+            )
         bound = server.sockets[0].getsockname() if server.sockets else (host, port)
         log.info(
             "sshgw %s listening on %s:%s (database %s, Docker %s)",

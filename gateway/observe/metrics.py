@@ -19,6 +19,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 
 _SFTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 
 
+# Why a connection from a trusted balancer was closed before SSH (gateway.ssh.proxied).
+PROXY_HEADER_REASONS = ("missing", "closed", "invalid", "too_long")
+
+
 def label_or_other(value: str, allowed: frozenset[str], other: str = "other") -> str:
     """``value`` as a label value when it is one of ``allowed``, else ``other``."""
     return value if value in allowed else other
@@ -99,6 +103,14 @@ class Metrics:
             "sshgw_startups_refused",
             "Connections closed before the key exchange because too many were unauthenticated, "
             "by reason (startups: max_startups; per_source: max_startups_per_source).",
+            ["reason"],
+            registry=r,
+        )
+        self.proxy_header_refused = Counter(
+            "sshgw_proxy_header_refused",
+            "Connections from a proxy_from address closed without a good PROXY protocol header, "
+            "by reason (missing: none within login_timeout; closed: the peer closed first; "
+            "invalid; too_long).",
             ["reason"],
             registry=r,
         )
@@ -262,6 +274,8 @@ class Metrics:
             self.audit_dropped.labels(reason=reason)
         for reason in ("startups", "per_source"):
             self.startups_refused.labels(reason=reason)
+        for reason in PROXY_HEADER_REASONS:
+            self.proxy_header_refused.labels(reason=reason)
         self.channels_refused.labels(reason="max_sessions")
 
     def kind_labels(self, kind: str, container: str | None) -> dict[str, str]:

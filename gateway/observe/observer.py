@@ -21,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.http import HttpListener
-from gateway.observe.metrics import Metrics, label_or_other, short_label
+from gateway.observe.metrics import PROXY_HEADER_REASONS, Metrics, label_or_other, short_label
 from gateway.observe.recorder import Recorder, convert_orphans
 from gateway.observe.revoke import LiveConn, revocation
 from gateway.observe.track import SessionInfo, SessionTrack, session_event
@@ -46,6 +46,7 @@ _RIGHT_KIND: dict[str, SessionKind] = {
 }
 _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "none", "hostbased"})
 _STARTUP_REASONS = frozenset({"startups", "per_source"})
+_PROXY_REASONS = frozenset(PROXY_HEADER_REASONS)
 _CHANNEL_REASONS = frozenset({"max_sessions"})
 
 
@@ -199,6 +200,14 @@ class Observer:
         )
 
     # Limits for unauthenticated peers and channels (gateway.ssh.limits) -------------------
+
+    def proxy_header_refused(self, remote: str, reason: str, detail: str) -> None:
+        """A connection from a trusted balancer closed without a good PROXY protocol header."""
+        label = label_or_other(reason, _PROXY_REASONS)
+        self.metrics.proxy_header_refused.labels(reason=label).inc()
+        # A plain TCP health check closes first: not worth a warning every few seconds.
+        level = logging.INFO if label == "closed" else logging.WARNING
+        log.log(level, "PROXY protocol header from %s refused (%s): %s", remote, label, detail)
 
     def startup_refused(self, reason: str) -> None:
         self.metrics.startups_refused.labels(reason=label_or_other(reason, _STARTUP_REASONS)).inc()

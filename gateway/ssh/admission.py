@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The transport's extra info that names the startup slot a connection took while its PROXY
+# protocol header was read (gateway.ssh.proxied); absent on other connections.
+HELD_SLOT = "sshgw_startup_slot"
+
 
 class Limits:
     """What peers that have not authenticated may make the whole gateway hold or do.
@@ -58,9 +62,13 @@ class Limits:
 
     # Startups -------------------------------------------------------------------------------
 
-    def enter(self, source: str) -> str | None:
-        """A new connection from ``source``: None when it may start, else why not."""
-        reason = self.gate.enter(source)
+    def enter(self, source: str, held: str | None = None) -> str | None:
+        """A new connection from ``source``: None when it may start, else why not.
+
+        ``held``: the slot it took while its PROXY protocol header was read
+        (:mod:`gateway.ssh.proxied`); it moves to ``source`` (:meth:`StartupGate.move`).
+        """
+        reason = self.gate.enter(source) if held is None else self.gate.move(held, source)
         if reason is None:
             self.observer.unauthenticated(self.gate.count)
             return None

@@ -102,6 +102,17 @@ class StartupGate:
             self._by_source[source] = self._by_source.get(source, 0) + 1
         return reason
 
+    def move(self, held: str, source: str) -> str | None:
+        """A counted connection's source becomes known (the PROXY protocol's header): its slot
+        leaves ``held``; under ``source`` it needs room below the per-source cap only (it was
+        admitted already). None when it may go on, else "per_source" (the slot is free then)."""
+        self.leave(held)
+        if self._by_source.get(source, 0) >= self.per_source:
+            return "per_source"
+        self.count += 1
+        self._by_source[source] = self._by_source.get(source, 0) + 1
+        return None
+
     def leave(self, source: str) -> None:
         """The connection authenticated or closed: its slot is free again."""
         n = self._by_source.get(source, 0)

@@ -16,6 +16,7 @@ import asyncssh
 
 from gateway.errors import GatewayError
 from gateway.observe.logs import conn_id_var
+from gateway.ssh.admission import HELD_SLOT
 from gateway.ssh.auth import (
     Credential,
     LoginRequest,
@@ -87,7 +88,10 @@ class GatewayConnection(asyncssh.SSHServer):
             host, port = peer[0], peer[1]
             self.source = str(host)
             self.remote = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-        reason = self.gw.limits.enter(self.source)
+        # Behind a balancer (gateway.ssh.proxied), the peer is the client the PROXY header named
+        # and the slot taken while it was read moves to that address.
+        held = conn.get_extra_info(HELD_SLOT)
+        reason = self.gw.limits.enter(self.source, held if isinstance(held, str) else None)
         if reason is not None:
             # Too many unauthenticated connections: closed before our banner and the key
             # exchange (asyncssh sends its banner only after this returns).

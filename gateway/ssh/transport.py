@@ -33,7 +33,64 @@ WRITE_BUFFER_HIGH = 1 << 20
 TURN_PENDING_MAX = 8 << 20  # all connections' packets queued in one turn, before early writes
 
 
-class CoalescingTransport(asyncio.Transport):
+class TransportProxy(asyncio.Transport):
+    """A transport that passes every call to ``inner``; subclasses change what they need
+    (:class:`CoalescingTransport` here, ``gateway.ssh.proxied.PeerTransport``)."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._inner.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._inner.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+
+class CoalescingTransport(TransportProxy):
     """Wraps a transport: ``write()`` is deferred to the end of the loop turn and joined.
 
     ``writable`` / ``wait_writable()`` tell producers when to stop: the inner transport's own
@@ -51,8 +108,7 @@ class CoalescingTransport(asyncio.Transport):
         high: int = WRITE_BUFFER_HIGH,
         upstream: CoalescingTransport | None = None,
     ) -> None:
-        super().__init__()
-        self._inner = inner
+        super().__init__(inner)
         # A connection carried inside another one's channel (ProxyJump, gateway.ssh.jump):
         # its output also waits while the carrying connection's socket is full.
         self._upstream = upstream
@@ -146,37 +202,10 @@ class CoalescingTransport(asyncio.Transport):
         self.flush()
         self._inner.write_eof()
 
-    def can_write_eof(self) -> bool:
-        return self._inner.can_write_eof()
-
-    def is_closing(self) -> bool:
-        return self._inner.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._inner.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._inner.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._inner.get_protocol()
-
-    def pause_reading(self) -> None:
-        self._inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._inner.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._inner.is_reading()
-
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         if high is not None:
             self.high = max(high, 1)
         self._inner.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._inner.get_write_buffer_limits()
 
 
 def coalesce_writes(conn: asyncssh.SSHServerConnection, high: int = WRITE_BUFFER_HIGH) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.config import Settings, load_settings
 from gateway.errors import InvalidInput
+from gateway.ssh.limits import StartupGate, Startups
 from gateway.ssh.proxyproto import (
     LOCAL,
     PROXY,
@@ -312,3 +313,22 @@ def test_proxy_protocol_without_trusted_sources_is_refused(monkeypatch: pytest.M
     monkeypatch.setenv("SSHGW_PROXY_FROM", " , ")
     with pytest.raises(InvalidInput, match="names no address"):
         load_settings()
+
+
+# The startup slot of a connection whose header is being read --------------------------------
+
+
+def test_a_slot_moves_to_the_client_address_under_its_per_source_cap() -> None:
+    gate = StartupGate(Startups(10, 100, 10), per_source=2, chance=lambda: 0.0)
+    assert gate.enter("proxy-header#1") is None and gate.enter("proxy-header#2") is None
+    assert gate.enter("proxy-header#3") is None
+    assert gate.count == 3
+    assert gate.move("proxy-header#1", "192.0.2.7") is None
+    assert gate.move("proxy-header#2", "192.0.2.7") is None
+    # A third connection of that client: refused under the client's cap, its slot freed.
+    assert gate.move("proxy-header#3", "192.0.2.7") == "per_source"
+    assert gate.count == 2 and gate.from_source("192.0.2.7") == 2
+    assert gate.from_source("proxy-header#3") == 0
+    gate.leave("192.0.2.7")
+    gate.leave("192.0.2.7")
+    assert gate.count == 0 and gate.sources == 0
