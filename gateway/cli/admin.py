@@ -248,13 +248,37 @@ def containers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 # hostkey --------------------------------------------------------------------------------
 
 
+KnownHostsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--known-hosts",
+        metavar="NAMES",
+        help="Print known_hosts lines for NAMES instead (names or patterns separated by commas, "
+        "or a HostKeyAlias such as sshgw-containers): every container reached by ProxyJump "
+        "shows these keys.",
+    ),
+]
+
+
 @hostkey_app.command("show")
-def hostkey_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def hostkey_show(
+    ctx: typer.Context, as_json: JsonOpt = False, known_hosts: KnownHostsOpt = None
+) -> None:
     """The host key fingerprints, for users to verify on first connect."""
-    from gateway.ssh.hostkeys import fingerprints
+    from gateway.ssh.hostkeys import ensure_host_keys, fingerprints, known_hosts_lines
 
     cfg = settings(ctx)
+    if known_hosts is not None and (
+        not known_hosts.isprintable() or not known_hosts or any(c.isspace() for c in known_hosts)
+    ):
+        raise InvalidInput("--known-hosts takes names or patterns separated by commas, no spaces")
     try:
+        if known_hosts is not None:
+            # Plain lines (no console wrapping): they go into a known_hosts file as they are.
+            keys = ensure_host_keys(cfg.effective_host_key_dir)
+            for line in known_hosts_lines(keys, known_hosts):
+                print(line)
+            return
         prints = fingerprints(cfg.effective_host_key_dir)
     except OSError as exc:
         raise InvalidInput(

@@ -28,6 +28,7 @@ from tests.e2e.helpers import (
     PtyProcess,
     has_process,
     no_traceback,
+    one_line_error,
     unique,
     wait_until,
 )
@@ -376,12 +377,13 @@ def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
     c = make_container(rsync_image)
     gateway.grant(c, user=user, rights="exec,sftp-read,sftp-write", logins="app")
     known = tmp_path / "known_hosts"
-    keys = [p.read_text().split()[:2] for p in sorted(gateway.data_dir.glob("ssh_host_*_key.pub"))]
-    assert keys
-    known.write_text(
-        "".join(f"[{HOST}]:{gateway.port} {alg} {key}\n" for alg, key in keys)
-        + "".join(f"sshgw-containers {alg} {key}\n" for alg, key in keys)
-    )
+    # The lines the README says to add, as `sshgw hostkey show --known-hosts` prints them.
+    gw_lines = gateway.cli("hostkey", "show", "--known-hosts", f"[{HOST}]:{gateway.port}").stdout
+    alias_lines = gateway.cli("hostkey", "show", "--known-hosts", "sshgw-containers").stdout
+    assert len(alias_lines.splitlines()) == 2, alias_lines  # ed25519 and ECDSA
+    bad = gateway.cli("hostkey", "show", "--known-hosts", "a b", check=False)
+    assert bad.returncode != 0 and "no spaces" in one_line_error(bad.stderr.encode())
+    known.write_text(gw_lines + alias_lines)
     config = tmp_path / "ssh_config"
     short = tempfile.mkdtemp(prefix="pj-")  # a socket path must stay under 108 bytes
     config.write_text(
@@ -411,10 +413,7 @@ def test_readme_wildcard_entry_with_the_documented_known_hosts_lines(
         readme_entry_works(f, c, tmp_path, config)
         # Another key under the alias: the client refuses the container's host key.
         alg, other = Path(f"{gateway.stranger_key}.pub").read_text().split()[:2]
-        known.write_text(
-            "".join(f"[{HOST}]:{gateway.port} {a} {k}\n" for a, k in keys)
-            + f"sshgw-containers {alg} {other}\n"
-        )
+        known.write_text(gw_lines + f"sshgw-containers {alg} {other}\n")
         res = run(["ssh", *f, c, "true"])
         assert res.returncode == 255
         assert b"HOST IDENTIFICATION HAS CHANGED" in res.stderr, res.stderr
