@@ -76,7 +76,10 @@ listen ssh
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, docker_host: str) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, docker_host: str
+) -> Iterator[Cluster]:
+    """Two replicas and HAProxy; extra replica settings by indirect parametrization."""
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
     if haproxy is None:
         pytest.fail("haproxy not found (apt-get install haproxy)", pytrace=False)
@@ -87,6 +90,7 @@ def cluster(tmp_path: Path, pg_url: str, docker_host: str) -> Iterator[Cluster]:
         "SSHGW_PROXY_PROTOCOL": "true",
         "SSHGW_PROXY_FROM": BALANCER,
         "SSHGW_LOGIN_TIMEOUT": "5",
+        **getattr(request, "param", {}),
     }
     replicas: list[Gateway] = []
     proc: subprocess.Popen[bytes] | None = None
@@ -396,3 +400,42 @@ def test_oversized_and_garbage_headers_close_without_holding_memory(cluster: Clu
     assert "Traceback" not in gw.log()
     # The gateway still serves (through the balancer).
     assert _raw(cluster.port, HOST, b"", wait=5).startswith(b"SSH-2.0-")
+
+
+def _banner(port: int, source: str) -> tuple[socket.socket, bytes]:
+    """Connect from ``source`` and read the server's first line (b'' when it closes first)."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(10)
+    s.connect((HOST, port))
+    try:
+        return s, s.recv(256)
+    except OSError:
+        return s, b""
+
+
+@pytest.mark.parametrize("cluster", [{"SSHGW_MAX_STARTUPS_PER_SOURCE": "2"}], indirect=True)
+def test_the_per_source_cap_counts_the_client_not_the_balancer(cluster: Cluster) -> None:
+    held = []
+    try:
+        # Round robin: two unauthenticated connections from 127.0.0.2 on each replica.
+        for _ in range(4):
+            sock, first = _banner(cluster.port, CLIENT)
+            held.append(sock)
+            assert first.startswith(b"SSH-2.0-"), first
+        # The fifth from 127.0.0.2 (on replica 1) is over that client's cap ...
+        sock, first = _banner(cluster.port, CLIENT)
+        held.append(sock)
+        assert first == b""
+        # ... while another client behind the same balancer (on replica 2) is not.
+        sock, first = _banner(cluster.port, "127.0.0.4")
+        held.append(sock)
+        assert first.startswith(b"SSH-2.0-"), first
+    finally:
+        for sock in held:
+            sock.close()
+    refused = [
+        _metric(g, "sshgw_startups_refused_total", '{reason="per_source"}')
+        for g in cluster.replicas
+    ]
+    assert sorted(refused) == [0.0, 1.0]  # on the replica that got the fifth
