@@ -45,6 +45,8 @@ class Grant:
     paths: tuple[str, ...] = ()
     expires_at: datetime | None = None
     record: bool = True
+    # Ports a ``forward`` right allows, as inclusive (first, last) ranges; empty: none.
+    ports: tuple[tuple[int, int], ...] = ()
 
     @property
     def subject(self) -> str:
@@ -58,6 +60,8 @@ class Grant:
         parts.append(f"; logins {','.join(self.logins) or 'image user only'}")
         if self.paths:
             parts.append(f"; paths {','.join(self.paths)}")
+        if self.ports:
+            parts.append(f"; ports {format_ports(self.ports)}")
         if self.expires_at is not None:
             parts.append(f"; expires {self.expires_at.isoformat(timespec='minutes')}")
         parts.append(")")
@@ -91,6 +95,9 @@ class Decision:
     # Path prefixes the session is confined to; empty means unrestricted.
     paths: tuple[str, ...] = ()
     record: bool = True
+    # ``forward``: the port asked for (None: any), and the ports the allowing grants list.
+    port: int | None = None
+    ports: tuple[tuple[int, int], ...] = ()
 
 
 def _aware(dt: datetime) -> datetime:
@@ -133,7 +140,13 @@ def default_login(grant: Grant) -> str | None:
     return grant.logins[0]
 
 
-def _denied(right: str, reason: DenyReason, why: str, grants: Sequence[Grant] = ()) -> Decision:
+def _denied(
+    right: str,
+    reason: DenyReason,
+    why: str,
+    grants: Sequence[Grant] = (),
+    port: int | None = None,
+) -> Decision:
     """A denial saying ``why``, followed by the grants that matched; the first of them is the
     decision's grant."""
     return Decision(
@@ -142,6 +155,7 @@ def _denied(right: str, reason: DenyReason, why: str, grants: Sequence[Grant] = 
         "deny: " + why + "; ".join(g.describe() for g in grants),
         grant=grants[0] if grants else None,
         reason=reason,
+        port=port,
     )
 
 
@@ -154,13 +168,16 @@ def decide(
     now: datetime | None = None,
     *,
     exact: bool = False,
+    port: int | None = None,
 ) -> Decision:
     """Decide whether ``subject`` may use ``right`` on ``target`` as ``login``.
 
     Deny by default. Grants are considered in id order; the first one that allows decides the
     login when none was asked for. With ``exact`` the login is already settled (a further right
     of a running session): ``login=None`` then means the image's own user, and only grants that
-    allow that user count (see :func:`decide_as`).
+    allow that user count (see :func:`decide_as`). For ``forward`` only grants whose ports
+    include ``port`` count (``port=None``: grants that list any port); a grant without ports
+    allows none.
     """
     now = now or datetime.now(UTC)
     ordered = sorted(grants, key=lambda g: g.id)
@@ -187,7 +204,23 @@ def decide(
             DenyReason.RIGHT_MISSING,
             f"no grant gives right {right!r} to {who} on {target.name}; matching: ",
             live,
+            port,
         )
+    if right == Right.FORWARD:
+        with_port = [
+            g for g in with_right if g.ports and (port is None or port_allowed(g.ports, port))
+        ]
+        if not with_port:
+            what = f"port {port}" if port is not None else "any port"
+            return _denied(
+                right,
+                DenyReason.PORT_NOT_ALLOWED,
+                f"no grant with right 'forward' allows {what} to {who} on {target.name}; "
+                "matching: ",
+                with_right,
+                port,
+            )
+        with_right = with_port
     if login is None and exact:
         allowing = [g for g in with_right if not g.logins or ANY_LOGIN in g.logins]
         if not allowing:
@@ -214,19 +247,23 @@ def decide(
                 DenyReason.LOGIN_NOT_ALLOWED,
                 f"login {login!r} is not allowed for {who} on {target.name}; matching: ",
                 with_right,
+                port,
             )
         chosen = allowing[0]
         run_as = login
     paths = _merge_paths(allowing)
     shown_login = run_as if run_as is not None else "the image's user"
+    shown_port = f" to port {port}" if port is not None and right == Right.FORWARD else ""
     return Decision(
         True,
         right,
-        f"allow: {chosen.describe()} gives {right} as {shown_login}",
+        f"allow: {chosen.describe()} gives {right}{shown_port} as {shown_login}",
         grant=chosen,
         login=run_as,
         paths=paths,
         record=chosen.record,
+        port=port,
+        ports=_merge_ports(allowing) if right == Right.FORWARD else (),
     )
 
 
@@ -245,6 +282,11 @@ def decide_as(
     read grant's paths never widen where a write grant lets the session write.
     """
     return decide(subject, grants, target, right, login, now, exact=True)
+
+
+def _merge_ports(grants: Sequence[Grant]) -> tuple[tuple[int, int], ...]:
+    """The union of the grants' port ranges, sorted and joined."""
+    return normalize_ports([r for g in grants for r in g.ports])
 
 
 def _merge_paths(grants: Sequence[Grant]) -> tuple[str, ...]:
@@ -309,6 +351,59 @@ def path_allowed(paths: Sequence[str], resolved: str) -> bool:
     return False
 
 
+# Ports -----------------------------------------------------------------------------------------
+
+PORT_MAX = 65535
+PORT_RANGES_MAX = 64  # ranges one grant may list
+
+
+def normalize_ports(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted ranges, overlapping and adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return tuple(out)
+
+
+def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``80,8000-8100`` as ranges ``((80, 80), (8000, 8100))``; raise ValueError when malformed.
+
+    Ports are 1-65535 in decimal; a range is ``FIRST-LAST`` with FIRST <= LAST; spaces around
+    items are ignored; an empty text is no port.
+    """
+    ranges: list[tuple[int, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        first, sep, last = item.partition("-")
+        bounds = (first.strip(), last.strip()) if sep else (first.strip(), first.strip())
+        if not all(b.isascii() and b.isdigit() and len(b) <= 5 for b in bounds):
+            raise ValueError(f"invalid port or range {item!r} (use 80 or 8000-8100)")
+        lo, hi = int(bounds[0]), int(bounds[1])
+        if not 1 <= lo <= PORT_MAX or not 1 <= hi <= PORT_MAX:
+            raise ValueError(f"port out of range in {item!r} (1-{PORT_MAX})")
+        if lo > hi:
+            raise ValueError(f"empty port range {item!r} (first > last)")
+        ranges.append((lo, hi))
+    if len(ranges) > PORT_RANGES_MAX:
+        raise ValueError(f"too many ports or ranges (at most {PORT_RANGES_MAX})")
+    return normalize_ports(ranges)
+
+
+def format_ports(ranges: Iterable[tuple[int, int]]) -> str:
+    """Ranges as ``80,8000-8100`` (what :func:`parse_ports` reads)."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def port_allowed(ranges: Sequence[tuple[int, int]], port: int) -> bool:
+    """True when ``port`` lies in one of ``ranges`` (no ranges: no port)."""
+    return any(first <= port <= last for first, last in ranges)
+
+
 def parse_rights(text: str) -> frozenset[str]:
     """Parse ``shell,exec`` into a set of known rights; raise ValueError on unknown ones."""
     rights = {r.strip() for r in text.split(",") if r.strip()}
@@ -336,6 +431,7 @@ class GrantSpec:
     rights: frozenset[str]
     logins: tuple[str, ...]  # in the order given (the first is the default), each once
     paths: tuple[str, ...]  # normalized absolute prefixes, each once
+    ports: tuple[tuple[int, int], ...] = ()  # for ``forward``: sorted, joined ranges
 
 
 class GrantFields(TypedDict, total=False):
@@ -348,6 +444,7 @@ class GrantFields(TypedDict, total=False):
     rights: Required[str | Iterable[str]]
     logins: Sequence[str]
     paths: Sequence[str]
+    ports: str
 
 
 def check_grant(**fields: Unpack[GrantFields]) -> GrantSpec:
@@ -356,14 +453,19 @@ def check_grant(**fields: Unpack[GrantFields]) -> GrantSpec:
     user, group = fields.get("user"), fields.get("group")
     if (user is None) == (group is None):
         raise InvalidInput("a grant needs exactly one subject: a user or a group")
+    rights = check_rights(fields.get("rights", ""))
+    ports = check_ports(fields.get("ports", ""))
+    if ports and Right.FORWARD not in rights:
+        raise InvalidInput("--ports is for the 'forward' right; add it to --rights")
     return GrantSpec(
         user=user,
         group=group,
         target=check_target(fields.get("target", "")),
         labels=tuple(check_labels(fields.get("labels", ())).items()),
-        rights=check_rights(fields.get("rights", "")),
+        rights=rights,
         logins=check_logins(fields.get("logins", ())),
         paths=check_paths(fields.get("paths", ())),
+        ports=ports,
     )
 
 
@@ -396,6 +498,13 @@ def check_rights(rights: str | Iterable[str]) -> frozenset[str]:
         return parse_rights(text)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def check_ports(ports: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return parse_ports(ports)
+    except ValueError as exc:
+        raise InvalidInput(f"--ports: {exc}") from None
 
 
 def check_logins(logins: Sequence[str]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from gateway.cli.show import labels_text, print_json, say, table
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
-from gateway.policy import KNOWN_RIGHTS, Decision
+from gateway.policy import KNOWN_RIGHTS, Decision, Right, format_ports
 from gateway.ssh.authorize import decide_access
 from gateway.store import Store
 
@@ -124,7 +124,7 @@ class CheckResult:
 
 
 async def evaluate(
-    cfg: Settings, user: str, ref: str, right: str, login: str | None
+    cfg: Settings, user: str, ref: str, right: str, login: str | None, port: int | None = None
 ) -> CheckResult:
     async with open_store(cfg) as store:
         auth = await store.auth_user(user)
@@ -155,7 +155,7 @@ async def evaluate(
             f"container {container.name} is {container.state}: a session would fail until it runs"
         )
     decision = decide_access(
-        user, auth.groups, grants, container or ref, right, login, disabled=auth.disabled
+        user, auth.groups, grants, container or ref, right, login, disabled=auth.disabled, port=port
     )
     return CheckResult(decision, container, warnings, user_disabled=auth.disabled)
 
@@ -170,6 +170,15 @@ def check(
     login: Annotated[
         str | None, typer.Option("--login", help="The login asked for inside the container.")
     ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="With --right forward: the port in the container (default: any listed port).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Would USER get RIGHT on CONTAINER? Prints ALLOW or DENY and what decided it.
@@ -179,7 +188,9 @@ def check(
     if right not in KNOWN_RIGHTS:
         raise InvalidInput(f"unknown right {right!r}; known: {', '.join(sorted(KNOWN_RIGHTS))}")
     cfg = settings(ctx)
-    result = run(evaluate(cfg, user, container, right, login))
+    if port is not None and right != Right.FORWARD:
+        raise InvalidInput("--port goes with --right forward")
+    result = run(evaluate(cfg, user, container, right, login, port))
     d = result.decision
     if as_json:
         print_json(
@@ -194,6 +205,8 @@ def check(
                 "reason": str(d.reason) if d.reason else None,
                 "message": d.message,
                 "paths": list(d.paths),
+                "port": d.port,
+                "ports": format_ports(d.ports) if d.right == Right.FORWARD else None,
                 "record": d.record,
                 "warnings": result.warnings,
             }
@@ -203,7 +216,10 @@ def check(
         say(d.message)
         if d.allowed:
             say(f"login: {d.login or 'the image user'}")
-            say(f"paths: {', '.join(d.paths) if d.paths else 'unrestricted'}")
+            if d.right == Right.FORWARD:
+                say(f"ports: {format_ports(d.ports)}")
+            else:
+                say(f"paths: {', '.join(d.paths) if d.paths else 'unrestricted'}")
             say(f"recording: {'on' if d.record else 'off'}")
         for w in result.warnings:
             say(f"warning: {w}")

@@ -10,7 +10,7 @@ from gateway.cli.common import audit, open_store, run, settings, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when
 from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, pick, print_json, say, table
 from gateway.errors import InvalidInput
-from gateway.policy import KNOWN_RIGHTS, Grant
+from gateway.policy import KNOWN_RIGHTS, Grant, Right, format_ports
 from gateway.store import Store
 
 app = typer.Typer(help="Grants: add, list, remove.")
@@ -23,13 +23,25 @@ def grant_json(g: Grant) -> dict[str, Any]:
         "rights": sorted(g.rights),
         "logins": list(g.logins),
         "paths": list(g.paths),
+        "ports": format_ports(g.ports),
         **pick(g, "expires_at record"),
     }
 
 
 def grant_table(grants: list[Grant], title: str | None = None) -> None:
     table(
-        ["ID", "SUBJECT", "TARGET", "LABELS", "RIGHTS", "LOGINS", "PATHS", "EXPIRES", "RECORD"],
+        [
+            "ID",
+            "SUBJECT",
+            "TARGET",
+            "LABELS",
+            "RIGHTS",
+            "LOGINS",
+            "PATHS",
+            "PORTS",
+            "EXPIRES",
+            "RECORD",
+        ],
         (
             [
                 str(g.id),
@@ -39,6 +51,7 @@ def grant_table(grants: list[Grant], title: str | None = None) -> None:
                 ",".join(sorted(g.rights)),
                 ",".join(g.logins) or "(image user)",
                 ",".join(g.paths) or "-",
+                format_ports(g.ports) or "-",
                 fmt_expiry(g.expires_at),
                 "yes" if g.record else "no",
             ]
@@ -87,6 +100,15 @@ def add(
         list[str] | None,
         typer.Option("--path", metavar="PATH", help="Confine file transfer to PATH (repeat)."),
     ] = None,
+    ports: Annotated[
+        str,
+        typer.Option(
+            "--ports",
+            metavar="LIST",
+            help="Ports the 'forward' right allows in the container (ssh -L/-D), e.g. "
+            "'80,8000-8100'. Without --ports, 'forward' allows no port.",
+        ),
+    ] = "",
     expires: Annotated[str | None, typer.Option("--expires", help=DATE_HELP)] = None,
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Record PTY sessions (default: yes).")
@@ -110,6 +132,7 @@ def add(
                 rights=rights,
                 logins=login_list,
                 paths=path or [],
+                ports=ports,
                 expires_at=expires_at,
                 record=record,
             )
@@ -119,6 +142,8 @@ def add(
 
     grant = run(go())
     say(f"added {grant.describe()}")
+    if Right.FORWARD in grant.rights and not grant.ports:
+        say("note: without --ports the 'forward' right allows no port")
 
 
 @app.command("list")

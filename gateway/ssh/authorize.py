@@ -46,11 +46,15 @@ def decide_access(
     login: str | None,
     *,
     disabled: bool = False,
+    port: int | None = None,
 ) -> Decision:
     """May ``user`` (a member of ``groups``) use ``right`` on ``container`` as ``login`` (None:
-    the grant's default)? The decision explains itself in ``message``. A disabled user is
+    the grant's default)? For ``forward``, ``port`` is the port in the container (None: any
+    port a grant lists). The decision explains itself in ``message``. A disabled user is
     denied; the message then says what the grants would decide once the user is enabled."""
-    decision = decide(Subject(user, groups), grants, policy_target(container), right, login)
+    decision = decide(
+        Subject(user, groups), grants, policy_target(container), right, login, port=port
+    )
     if not disabled:
         return decision
     return Decision(
@@ -67,6 +71,16 @@ def decide_session(
 ) -> Decision:
     """May ``ident`` use ``right`` on ``container``, as the login asked for in the login name?"""
     return decide_access(ident.user, ident.groups, grants, container, right, ident.target.login)
+
+
+def decide_forward(
+    ident: Identity, grants: Iterable[Grant], container: Container, port: int
+) -> Decision:
+    """May ``ident`` forward a connection to ``port`` in ``container`` (right ``forward`` from a
+    grant whose ports include it), as the login asked for in the login name?"""
+    return decide_access(
+        ident.user, ident.groups, grants, container, Right.FORWARD, ident.target.login, port=port
+    )
 
 
 def decide_write(
@@ -92,6 +106,10 @@ def denial(decision: Decision, ident: Identity, container: Container) -> Gateway
     reason = deny_reason(decision)
     if reason in (DenyReason.NO_GRANT, DenyReason.EXPIRED):
         return NoSuchContainer(ident.target.container or container.name)
+    if reason is DenyReason.PORT_NOT_ALLOWED:
+        return AccessDenied(
+            f"access denied: port {decision.port} is not allowed on {container.name}"
+        )
     if reason is DenyReason.LOGIN_NOT_ALLOWED:
         return AccessDenied(
             f"access denied: login {ident.target.login!r} is not allowed on {container.name}"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.errors import NotFound
-from gateway.policy import Grant, GrantFields, check_grant
+from gateway.policy import Grant, GrantFields, check_grant, format_ports, parse_ports
 from gateway.store.db import Database
 from gateway.store.models import GrantRow, Group, GroupMember, User, as_utc
 
@@ -36,6 +36,7 @@ def _grant_from_row(row: Any) -> Grant:
         paths=_split(row.paths, "\n"),
         expires_at=row.expires_at,
         record=bool(row.record),
+        ports=parse_ports(row.ports or ""),
     )
 
 
@@ -53,6 +54,7 @@ def _grant_select() -> sa.Select[Any]:
             gr.c.paths,
             gr.c.expires_at,
             gr.c.record,
+            gr.c.ports,
             u.c.name.label("user_name"),
             g.c.name.label("group_name"),
         )
@@ -110,6 +112,7 @@ class GrantsRepo(Database):
                 paths="\n".join(spec.paths),
                 expires_at=as_utc(expires_at) if expires_at is not None else None,
                 record=record,
+                ports=format_ports(spec.ports),
             )
             s.add(row)
             await s.flush()

@@ -140,6 +140,8 @@ class GrantRow(Base):
     paths: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
     expires_at: Mapped[datetime | None]
     record: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # Comma-separated ports and ranges a ``forward`` right allows ("80,8000-8100"); empty: none.
+    ports: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=sa.func.current_timestamp()
     )
