@@ -21,6 +21,7 @@ from gateway.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from gateway.policy import Subject, Target, decide
 from gateway.store import Store, hash_password, verify_password
 from gateway.store.models import Base
+from tests.support import openssh
 
 TABLES = {
     "users",
@@ -54,11 +55,7 @@ class KeyPair:
 
 def keygen(tmp_path: Path, kind: str = "ed25519", name: str = "id", comment: str = "") -> KeyPair:
     """A key pair made by OpenSSH's ssh-keygen."""
-    path = tmp_path / f"{name}_{kind}"
-    argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)]
-    if kind == "rsa":
-        argv += ["-b", "3072"]
-    subprocess.run(argv, check=True, capture_output=True)
+    path = openssh.keygen(tmp_path / f"{name}_{kind}", comment, kind)
     pub = Path(f"{path}.pub")
     return KeyPair(path, pub, path.read_text(), pub.read_text())
 
