@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # ProxyJump (`ssh -J alice@gw root@web1`): a direct-tcpip channel to CONTAINER on this port
     # is an SSH connection the gateway serves itself, into that container; 0 turns it off.
     jump_port: int = 22
+    # ssh -L / -D into a container that uses the gateway host's network: refused by default
+    # (its localhost is the gateway host's); when allowed, only through a relay in the container.
+    forward_host_network: bool = False
 
     @field_validator("accept_env", mode="before")
     @classmethod

@@ -41,6 +41,10 @@ class Container:
     labels: Mapping[str, str] = field(default_factory=dict)
     # The image's configured user ("" means root).
     user: str = ""
+    # Its network: the mode ("default", "bridge", "host", "none", "container:ID", a network's
+    # name) and its own addresses on its networks (IPv4, then IPv6), from inspect only.
+    network_mode: str = ""
+    addresses: tuple[str, ...] = ()
 
     @property
     def short_id(self) -> str:

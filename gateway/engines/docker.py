@@ -63,7 +63,24 @@ def _container_from_inspect(data: Mapping[str, Any]) -> Container:
         state=status,
         labels=dict(cfg.get("Labels") or {}),
         user=str(cfg.get("User") or ""),
+        network_mode=str((data.get("HostConfig") or {}).get("NetworkMode") or ""),
+        addresses=_addresses(data),
     )
+
+
+def _addresses(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The container's own addresses on its networks: IPv4 first, then global IPv6."""
+    networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    v4: list[str] = []
+    v6: list[str] = []
+    for net in networks.values():
+        if not isinstance(net, Mapping):
+            continue
+        for key, out in (("IPAddress", v4), ("GlobalIPv6Address", v6)):
+            addr = net.get(key)
+            if isinstance(addr, str) and addr and addr not in out:
+                out.append(addr)
+    return (*v4, *v6)
 
 
 def _container_from_list(data: Mapping[str, Any]) -> Container:

@@ -193,6 +193,17 @@ class Metrics:
             registry=r,
         )
 
+        # Port forwarding (ssh -L / -D): active forwards are sessions_active{kind="forward"},
+        # their bytes sshgw_bytes_{to,from}_container{kind="forward"}.
+        self.forward_opens = Counter(
+            "sshgw_forward_opens",
+            "Forwarded connections asked for, by result (ok, denied: by grant or destination, "
+            "unreachable: nothing answers or no relay tool, refused: no container or too many "
+            "channels, error) and how the port was reached (direct, relay, none).",
+            ["result", "via"],
+            registry=r,
+        )
+
         # Docker engine.
         self.exec_start = Histogram(
             "sshgw_docker_exec_start_seconds",
@@ -277,6 +288,9 @@ class Metrics:
         for reason in PROXY_HEADER_REASONS:
             self.proxy_header_refused.labels(reason=reason)
         self.channels_refused.labels(reason="max_sessions")
+        self.forward_opens.labels(result="ok", via="direct")
+        self.forward_opens.labels(result="ok", via="relay")
+        self.forward_opens.labels(result="denied", via="none")
 
     def kind_labels(self, kind: str, container: str | None) -> dict[str, str]:
         if self.container_label:

@@ -48,6 +48,7 @@ _AUTH_METHODS = frozenset({"publickey", "password", "keyboard-interactive", "non
 _STARTUP_REASONS = frozenset({"startups", "per_source"})
 _PROXY_REASONS = frozenset(PROXY_HEADER_REASONS)
 _CHANNEL_REASONS = frozenset({"max_sessions"})
+_FORWARD_RESULTS = frozenset({"ok", "denied", "unreachable", "refused", "error"})
 
 
 class Observer:
@@ -227,6 +228,13 @@ class Observer:
     def channel_refused(self, reason: str) -> None:
         self.metrics.channels_refused.labels(reason=label_or_other(reason, _CHANNEL_REASONS)).inc()
 
+    def forward_opened(self, result: str, via: str | None = None) -> None:
+        """A forwarded connection was asked for (``via``: direct, or ``relay (TOOL)``)."""
+        label = "relay" if via and via.startswith("relay") else ("direct" if via else "none")
+        self.metrics.forward_opens.labels(
+            result=label_or_other(result, _FORWARD_RESULTS), via=label
+        ).inc()
+
     def access_denied(
         self,
         reason: DenyReason,
@@ -307,6 +315,7 @@ class Observer:
                 command=info.command,
                 pty=info.pty,
                 recording=str(recorder.path) if recorder else None,
+                **({"port": info.port} if info.port is not None else {}),
             )
         )
         if recorder is not None and recorder.stopped is not None:  # no room from the start
@@ -528,6 +537,16 @@ class Observer:
                 if track is not None and not track.killed.is_set():
                     log.warning("session %s: ended on administrator request", sid)
                     track.kill()
+                    self._kill_forwards(track.info.conn_id)
+
+    def _kill_forwards(self, conn_id: str) -> None:
+        """A session killed by an administrator takes its connection's forwards with it: they
+        would otherwise keep the connection (and the access) alive."""
+        for t in list(self._tracks.values()):
+            forward = t.info.kind == SessionKind.FORWARD
+            if forward and t.info.conn_id == conn_id and not t.killed.is_set():
+                log.warning("session %s: forward ended with its connection's session", t.id)
+                t.kill()
 
 
 def _names(conns: Iterable[LiveConn]) -> set[str]:

@@ -26,6 +26,7 @@ from gateway.ssh.auth import (
 )
 from gateway.ssh.channel import GatewaySession
 from gateway.ssh.context import Gateway, Identity
+from gateway.ssh.forward import forward_requested
 from gateway.ssh.limits import AuthTries
 from gateway.ssh.transport import coalesce_writes
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 TOO_MANY_FAILURES = "Too many authentication failures"  # what OpenSSH's sshd says
+REMOTE_FORWARD_REFUSED = (
+    "sshgw: remote port forwarding (ssh -R) is not supported; use ssh -L or ssh -D"
+)
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -340,16 +344,28 @@ class GatewayConnection(asyncssh.SSHServer):
         """A session channel closed: its place under ``max_sessions`` is free again."""
         self.open_channels.discard(session)
 
-    # No forwarding of any kind (yet): deny by default.
+    # Forwarding: direct-tcpip only (ProxyJump, or -L/-D into the container); the rest is refused.
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> bool | Awaitable[asyncssh.SSHTCPSession[bytes]]:
         jumps, jump_port = self.gw.jumps, self.gw.settings.jump_port
         if jumps is not None and jump_port and dest_port == jump_port:
             return jumps.open(self, dest_host)  # ProxyJump (gateway.ssh.jump)
-        return False
+        if self.identity is None:
+            return False
+        # ssh -L / ssh -D: into the login's container only (gateway.ssh.forward).
+        return forward_requested(self, dest_host, dest_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        # ssh -R: a listener inside the container would need a relay per accepted connection
+        # (docs/ARCHITECTURE.md). The global request's failure carries no text: say why in a
+        # debug message (OpenSSH shows it with -v).
+        if self.conn is not None:
+            try:
+                self.conn.send_debug(REMOTE_FORWARD_REFUSED, always_display=True)
+            except Exception as exc:  # a courtesy
+                log.debug("debug message: %r", exc)
+        log.info("conn %s: remote forwarding (-R) refused", self.conn_id)
         return False
 
     def unix_connection_requested(self, dest_path: str) -> bool:

@@ -108,3 +108,18 @@ def test_relay_failure_words() -> None:
     oci = b'OCI runtime exec failed: exec: "/bin/sh": stat /bin/sh: no such file or directory'
     assert relay_failure(b"", oci) == "no shell (/bin/sh) in the container to start a relay"
     assert relay_failure(b"", b"") == "the relay ended at once"
+
+
+def test_unroutable_addresses_are_skipped_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.ssh import forward
+
+    now = [100.0]
+    monkeypatch.setattr(forward.time, "monotonic", lambda: now[0])
+    u = forward.Unroutable(ttl=10, size=2)
+    u.add("172.18.0.2")
+    assert u.holds("172.18.0.2") and not u.holds("172.18.0.3")
+    now[0] = 111.0
+    assert not u.holds("172.18.0.2")  # tried again after the ttl
+    for addr in ("a", "b", "c"):
+        u.add(addr)
+    assert not u.holds("a") and u.holds("b") and u.holds("c")  # bounded: the oldest goes
