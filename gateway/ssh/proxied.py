@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -55,7 +56,7 @@ def _remote(peer: Any) -> str:
 
 async def create_proxied_server(
     gw: Gateway,
-    server_factory: Any,
+    server_factory: Callable[[], asyncssh.SSHServer],
     host: str,
     port: int,
     trusted: tuple[Network, ...],
