@@ -472,3 +472,30 @@ def test_audit_marks_what_came_through_the_jump(
     assert denied["container"] == other
     assert denied["detail"]["right"] == "proxyjump"
     assert denied["detail"]["reason"] == "no_grant"
+
+
+def test_shutdown_ends_a_jump_session_and_says_why(
+    gateway_factory: GatewayFactory,
+    make_container: MakeContainer,
+    busybox_image: str,
+    tmp_path: Path,
+) -> None:
+    gw = gateway_factory()
+    jump = Jump(gw, tmp_path)
+    c = make_container(busybox_image)
+    gw.grant(c, user=jump.user, rights="exec", logins="app")
+    proc = start_sleep(jump, f"app@{c}", 95)
+    try:
+        assert wait_until(lambda: has_process(c, r"sleep 95\b"), timeout=60)
+        assert gw.proc is not None
+        t0 = time.monotonic()
+        gw.proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        assert b"the gateway is shutting down" in err, err
+        gw.stop()  # fails when SIGTERM alone did not stop it
+        assert time.monotonic() - t0 < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert wait_until(lambda: not has_process(c, r"sleep 95\b"), timeout=30)
