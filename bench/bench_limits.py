@@ -117,15 +117,7 @@ async def non_reading_exec(
     async with asyncssh.connect(
         "127.0.0.1", port, username=login, client_keys=[key], known_hosts=None, agent_path=None
     ) as conn:
-        await conn.run("true", check=True)
-        await asyncio.sleep(0.5)
-        base = rss(pid)
-        _, sink = await conn.create_session(
-            hostile.Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
-        )
-        await sink.wait_data(timeout=60)
-        hostile.stop_reading(conn)
-        growth = await watch_growth(pid, base, watch)
+        growth = await hostile.growth_under_cat_zero(conn, conn, pid, watch, HUGE_WINDOW)
         conn.abort()
     return growth
 

@@ -17,7 +17,6 @@ import pytest
 from tests.e2e.helpers import Gateway, unique
 from tests.security.test_memory import GROWTH_MAX, HUGE_WINDOW, WATCH, gateway_pid
 from tests.support import hostile
-from tests.support.memory import rss, watch_growth
 
 pytestmark = pytest.mark.docker
 
@@ -62,15 +61,7 @@ async def test_jump_exec_output_to_a_client_that_stops_reading(
             known_hosts=None,
             agent_path=None,
         )
-        res = await inner.run("echo warm", encoding=None)
-        assert res.stdout == b"warm\n", res
-        base = rss(pid)
-        _, sink = await inner.create_session(
-            hostile.Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
-        )
-        await sink.wait_data()
-        hostile.stop_reading(outer)
-        growth = await watch_growth(pid, base, WATCH)
+        growth = await hostile.growth_under_cat_zero(inner, outer, pid, WATCH, HUGE_WINDOW)
         inner.abort()
     finally:
         outer.abort()

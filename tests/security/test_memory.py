@@ -66,17 +66,7 @@ async def test_exec_output_to_a_client_that_stops_reading(
     gateway.grant(container, user=user, rights="exec")
     pid = gateway_pid(gateway)
     async with connect(gateway, user, container) as conn:
-        # One command first, so one-time allocations of a session are in the base line.
-        res = await conn.run("echo warm", encoding=None)
-        assert res.stdout == b"warm\n", res
-        await asyncio.sleep(0.5)
-        base = rss(pid)
-        _, sink = await conn.create_session(
-            hostile.Sink, "cat /dev/zero", encoding=None, window=HUGE_WINDOW
-        )
-        await sink.wait_data()
-        hostile.stop_reading(conn)
-        growth = await watch_growth(pid, base, WATCH)
+        growth = await hostile.growth_under_cat_zero(conn, conn, pid, WATCH, HUGE_WINDOW)
     print(f"exec cat /dev/zero, client not reading: +{growth / 2**20:.1f} MiB")
     assert growth <= GROWTH_MAX, (
         f"the gateway grew by {growth / 2**20:.0f} MiB in {WATCH:.0f} s for one client that "

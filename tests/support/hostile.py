@@ -11,6 +11,8 @@ import asyncio
 
 import asyncssh
 
+from tests.support.memory import rss, watch_growth
+
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_READ, FXP_HANDLE = 1, 2, 3, 5, 102
 
 
@@ -62,3 +64,23 @@ def sftp_string(data: bytes) -> bytes:
 def sftp_packet(kind: int, body: bytes) -> bytes:
     payload = bytes([kind]) + body
     return len(payload).to_bytes(4, "big") + payload
+
+
+async def growth_under_cat_zero(
+    conn: asyncssh.SSHClientConnection,
+    socket_of: asyncssh.SSHClientConnection,
+    pid: int,
+    seconds: float,
+    window: int,
+) -> int:
+    """Run ``cat /dev/zero`` on ``conn`` with a channel ``window``; once output flows, stop
+    reading the socket of ``socket_of`` (``conn`` itself, or the outer connection of a jump) and
+    return how much the gateway ``pid`` grew in ``seconds``."""
+    res = await conn.run("echo warm", encoding=None)  # one-time allocations in the base line
+    assert res.stdout == b"warm\n", res
+    await asyncio.sleep(0.5)
+    base = rss(pid)
+    _, sink = await conn.create_session(Sink, "cat /dev/zero", encoding=None, window=window)
+    await sink.wait_data()
+    stop_reading(socket_of)
+    return await watch_growth(pid, base, seconds)
