@@ -563,3 +563,45 @@ def _echo_ok(lport: int) -> bool:
         return True
     except (OSError, AssertionError):
         return False
+
+
+def test_killing_a_session_ends_its_connections_forwards(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str
+) -> None:
+    """``ssh -L … user+c sleep 100``: killing the command's session also ends the forwards of
+    that connection (else they would keep the connection, and the access, alive)."""
+    c = make_container(busybox_image)
+    start_service(c, "nc -ll -p 9001 -e cat", 9001)
+    user = unique("fj")
+    gateway.add_user(user)
+    grant_forward(gateway, c, user, "9001", rights="exec,forward")
+    lport = free_port()
+    proc = subprocess.Popen(
+        gateway.ssh_cmd(
+            f"{user}+{c}",
+            "sleep 100",
+            extra_opts=["-o", "ExitOnForwardFailure=yes", "-L", f"{HOST}:{lport}:localhost:9001"],
+        ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(lambda: listening(lport), timeout=60)
+        s = _echo(lport)
+
+        def exec_session() -> list[dict[str, Any]]:
+            rows = json.loads(gateway.cli("sessions", "--active", "--user", user, "--json").stdout)
+            return [r for r in rows if r["kind"] == "exec"]
+
+        assert wait_until(lambda: len(exec_session()) == 1, timeout=30)
+        gateway.cli("sessions", "kill", exec_session()[0]["id"])
+        assert _closed(s)
+        s.close()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    (fwd,) = forward_sessions(gateway, user)
+    assert fwd["end_reason"] == "killed"
