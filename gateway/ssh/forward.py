@@ -51,7 +51,7 @@ from gateway.ssh.relay import (
     scan_relay_mark,
 )
 from gateway.ssh.transport import flow_of
-from gateway.ssh.wrapper import kill_argv, new_nonce
+from gateway.ssh.wrapper import PID_MARK_END, kill_argv, new_nonce
 from gateway.vocab import DenyReason, EndReason, SessionKind
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ DIRECT_LIMIT = 256 * 1024  # the service's socket: read-ahead before its reading
 DIRECT_CONNECT_TIMEOUT = 2.0  # connecting to the container's address from the gateway
 RELAY_START_TIMEOUT = 15.0  # the relay's marker (exec start and tool lookup)
 RELAY_EARLY_MAX = 1 << 20  # service output held while the relay's marker is awaited
+RELAY_CONNECT_WAIT = 0.15  # nc, socat: how long a failed connect is waited for before confirming
 RELAY_GRACE = 2.0  # after the client closed: how long the relay may take to end on its own
 STDERR_KEEP = 4096  # relay stderr kept for the log
 
@@ -421,7 +422,28 @@ async def _start_relay(
     if mark.tool == RELAY_NONE:
         await stream.close()
         raise _NoRelayTool()
+    if mark.tool != "bash":  # bash's marker comes once connected; nc's and socat's before
+        await _connected(stream, err, early)
     return RelayPipe(engine, container, login, stream, mark.pid, mark.tool, early)
+
+
+async def _connected(stream: ExecStream, err: bytearray, early: list[bytes]) -> None:
+    """Give the relay ``RELAY_CONNECT_WAIT`` to fail to connect (it ends with the tool's error)
+    before the channel is confirmed; the service speaking first, or silence, means connected."""
+    try:
+        async with asyncio.timeout(RELAY_CONNECT_WAIT):
+            while (msg := await stream.read()) is not None:
+                kind, data = msg
+                if kind != STDERR:
+                    early.append(data)
+                    return
+                if len(err) < STDERR_KEEP:
+                    err += data[: STDERR_KEEP - len(err)]
+    except TimeoutError:
+        return
+    await stream.close()
+    text = bytes(err).rpartition(PID_MARK_END)[2]  # what the tool said after the marker
+    raise _RelayFailed(relay_failure(text, b""))
 
 
 class DirectPipe:

@@ -377,6 +377,23 @@ def test_no_relay_tool_for_a_loopback_service_is_one_clear_error(
     assert forward_sessions(gateway, user) == []
 
 
+def test_nothing_listening_is_one_clear_error(
+    gateway: Gateway,
+    make_container: MakeContainer,
+    busybox_image: str,
+    clients: Callable[..., tuple[Client, int]],
+) -> None:
+    """Neither the container's address nor the relay (busybox nc) gets a connection: the
+    channel is refused with both reasons, as OpenSSH's sshd refuses it with its connect error."""
+    c = make_container(busybox_image)
+    user = forward_user(gateway, "fz", c, "9999")
+    client, lport = clients(gateway, f"{user}+{c}", "localhost:9999")
+    line = refused(client, lport)
+    assert "connect failed: cannot reach port 9999 in container" in line, line
+    assert "connection refused on " in line and "relay: connection refused" in line, line
+    assert forward_sessions(gateway, user) == []
+
+
 def test_socks_with_curl(
     gateway: Gateway,
     make_container: MakeContainer,
