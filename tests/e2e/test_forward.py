@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.support.memory import rss, watch_growth
+from tests.support.openssh import jump_config
 from tests.support.process import HOST, listening
 
 pytestmark = pytest.mark.docker
@@ -622,3 +623,34 @@ def test_killing_a_session_ends_its_connections_forwards(
             proc.wait(timeout=10)
     (fwd,) = forward_sessions(gateway, user)
     assert fwd["end_reason"] == "killed"
+
+
+def test_forward_inside_a_proxyjump_connection(
+    gateway: Gateway, make_container: MakeContainer, busybox_image: str, tmp_path: Path
+) -> None:
+    """``ssh -J gw -L … root@c``: the forward is asked for on the inner connection the gateway
+    serves itself; the same grant (ports, login) decides it."""
+    c = make_container(busybox_image)
+    start_service(c, "nc -ll -p 9001 127.0.0.1 -e cat", 9001)
+    user = unique("fp")
+    gateway.add_user(user)
+    gateway.cli(
+        "grant", "add", "--user", user, "--target", c, "--rights", "forward",
+        "--ports", "9001", "--logins", "root",
+    )  # fmt: skip
+    config = jump_config(tmp_path / "ssh_config", gateway.port, user, gateway.keys[user])
+    lport = free_port()
+    argv = ["ssh", "-F", str(config), "-J", "gw", "-N", "-o", "ExitOnForwardFailure=yes"]
+    argv += ["-L", f"{HOST}:{lport}:localhost:9001", f"root@{c}"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: listening(lport) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+        s = _echo(lport)
+        s.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert wait_until(lambda: len(forward_sessions(gateway, user)) == 1, timeout=20)
+    (row,) = forward_sessions(gateway, user)
+    assert row["command"] == "localhost:9001 via relay (nc)" and row["login"] == "root"
