@@ -436,7 +436,6 @@ class ShellWriteFile(WriteFile):
         await self._finish()
         self.temp = False
         self.target = self.final.real
-        self._mode = self._atime = self._mtime = None  # applied by q_finish
 
     async def _finish(self) -> None:
         """Write what is pending, apply the deferred attributes and rename the temporary
@@ -465,6 +464,7 @@ class ShellWriteFile(WriteFile):
         )
         if code != 0:
             raise FSError(classify(body), self.path)
+        self._mode = self._atime = self._mtime = None  # applied
 
     async def abort(self) -> None:
         """Give up: stop the stream, remove the temporary file (a new file never appears)."""

@@ -139,6 +139,23 @@ class LenientSFTPHandler(SFTPServerHandler):
                 return handle, f
         return None
 
+    def _created_named(
+        self, packet: SSHPacket, skip: int = 0
+    ) -> tuple[bytes, WriteFile, bytes] | None:
+        """The file this session is creating at the path a request names (after ``skip``
+        leading strings, read from a copy): its handle, the file and the request's bytes
+        after the path; or None."""
+        if not self._file_handles:
+            return None
+        probe = SSHPacket(packet.get_remaining_payload())
+        try:
+            for _ in range(skip):
+                probe.get_string()
+            created = self._created(probe.get_string())
+        except PacketDecodeError:
+            return None
+        return None if created is None else (*created, probe.get_remaining_payload())
+
     def _created_handle(self, packet: SSHPacket) -> tuple[bytes, bytes] | None:
         """For a stat, lstat or setstat naming a file this session is creating: its handle
         and the request's bytes after the path; or None.
@@ -149,29 +166,15 @@ class LenientSFTPHandler(SFTPServerHandler):
         (ENOENT there fails the creat() call), and ``cp -p`` sets the times by path before
         the close: such requests are answered like FSTAT / FSETSTAT on that handle.
         """
-        if not self._file_handles:
-            return None
-        probe = SSHPacket(packet.get_remaining_payload())
-        try:
-            created = self._created(probe.get_string())
-        except PacketDecodeError:
-            return None
-        return None if created is None else (created[0], probe.get_remaining_payload())
+        created = self._created_named(packet)
+        return None if created is None else (created[0], created[2])
 
     async def _publish_named(self, packet: SSHPacket, skip: int) -> None:
         """Before an OPEN, REMOVE or RENAME naming a file this session is creating (after
         ``skip`` leading strings): give that file its final name now. sshfs sends the CLOSE
         from FUSE's asynchronous release, so a program's open() right after its close() can
         overtake it; with sftp-server the file exists from OPEN on."""
-        if not self._file_handles:
-            return
-        probe = SSHPacket(packet.get_remaining_payload())
-        try:
-            for _ in range(skip):
-                probe.get_string()
-            created = self._created(probe.get_string())
-        except PacketDecodeError:
-            return
+        created = self._created_named(packet, skip)
         if created is not None:
             try:
                 await created[1].publish()
