@@ -52,7 +52,7 @@ from bench.common import (
     print_table,
     run,
     stop_process,
-    time_run,
+    timed,
 )
 from tests.support.openssh import jump_config
 from tests.support.process import listening
@@ -197,9 +197,8 @@ def section_jump(b: Bench, args: argparse.Namespace) -> Section:
         gw_cpu: dict[str, list[float]] = {s.name: [] for s, _ in paths}
         for _ in range(args.runs):  # round-robin: drift on the machine hits both alike
             for s, cmd in paths:
-                busy, cpu = machine_busy(), cpu_seconds(gw_pid)
-                s.times.append(time_run(cmd))
-                s.cpu.append(machine_busy() - busy)
+                cpu = cpu_seconds(gw_pid)
+                timed(s, cmd)
                 gw_cpu[s.name].append(cpu_seconds(gw_pid) - cpu)
     for name, values in gw_cpu.items():
         log(f"gateway CPU per run, {name}: {statistics.median(values):.2f} s")

@@ -40,10 +40,9 @@ from bench.common import (
     data_file,
     dump_json,
     log,
-    machine_busy,
     print_table,
     run,
-    time_run,
+    timed,
 )
 
 TARGET = 0.7
@@ -74,9 +73,7 @@ def measure(ways: Sequence[Way], runs: int) -> None:
     """Round-robin: each way once per round, so drift on the machine hits all alike."""
     for i in range(runs):
         for w in ways:
-            busy = machine_busy()
-            w.series.times.append(time_run(w.argv(i)))
-            w.series.cpu.append(machine_busy() - busy)
+            timed(w.series, w.argv(i))
             w.clean(i)
 
 

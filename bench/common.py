@@ -127,13 +127,18 @@ class Series:
         }
 
 
+def timed(s: Series, argv: Argv, **kw: Any) -> None:
+    """One run of ``argv`` added to ``s``: its wall time and the machine's busy CPU meanwhile."""
+    busy = machine_busy()
+    s.times.append(time_run(argv, **kw))
+    s.cpu.append(machine_busy() - busy)
+
+
 def interleave(series: Sequence[tuple[Series, Argv]], n: int, **kw: Any) -> None:
     """Run each command ``n`` times, round-robin, so drift on the machine hits all alike."""
     for _ in range(n):
         for s, argv in series:
-            busy = machine_busy()
-            s.times.append(time_run(argv, **kw))
-            s.cpu.append(machine_busy() - busy)
+            timed(s, argv, **kw)
 
 
 def print_table(title: str, rows: Sequence[Series], baseline: Series, throughput: bool) -> None:
