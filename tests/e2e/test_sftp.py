@@ -409,25 +409,27 @@ def test_new_file_found_by_path_before_its_close(
     c = make_container(image)
     user = files_user(gateway, c)
     with paramiko_sftp(gateway, user, c) as s:
-        w = s.open("/tmp/early.txt", "w")
-        w.write(b"abc")
-        w.flush()
+
+        def writing(path: str, data: bytes) -> Any:
+            """A new file, open, with ``data`` sent to the gateway (no CLOSE yet)."""
+            w = s.open(path, "w")
+            w.write(data)
+            w.flush()
+            return w
+
+        w = writing("/tmp/early.txt", b"abc")
         with s.open("/tmp/early.txt", "r") as r:  # before the writer's CLOSE
             assert r.read() == b"abc"
         w.write(b"def")
         w.close()
         with s.open("/tmp/early.txt", "r") as r:
             assert r.read() == b"abcdef"
-        w = s.open("/tmp/moving", "w")
-        w.write(b"x")
-        w.flush()
+        w = writing("/tmp/moving", b"x")
         s.posix_rename("/tmp/moving", "/tmp/moved")
         w.close()
         with s.open("/tmp/moved", "r") as r:
             assert r.read() == b"x"
-        w = s.open("/tmp/gone", "w")
-        w.write(b"y")
-        w.flush()
+        w = writing("/tmp/gone", b"y")
         s.remove("/tmp/gone")
         w.close()
         with pytest.raises(FileNotFoundError):
