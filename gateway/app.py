@@ -22,6 +22,7 @@ from gateway.ssh.jump import Jumps
 from gateway.ssh.proxied import create_proxied_server
 from gateway.ssh.server import Gateway, GatewayConnection
 from gateway.store import Store, safe_url
+from gateway.web.server import WebListener, start_web
 
 log = logging.getLogger("gateway")
 
@@ -98,6 +99,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         jumps=Jumps(**ssh_options) if settings.jump_port else None,
     )
     server: asyncssh.SSHAcceptor | None = None
+    web: WebListener | None = None  # the admin API and web terminal (SSHGW_HTTP_LISTEN)
     try:
         await observer.start()
         keepalive = {
@@ -135,6 +137,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         )
         for k in host_keys:
             log.info("host key %s %s", k.get_algorithm(), k.get_fingerprint("sha256"))
+        web = await start_web(gw)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,6 +154,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         print(f"error: {exc.user_message}", file=sys.stderr)
         return 1
     finally:
+        if web is not None:
+            await web.stop()
         if server is not None:
             server.close()
         gw.stopping.set()

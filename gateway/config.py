@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     kill_grace: float = 2.0
     # Metrics, health and admin HTTP listener.
     metrics_listen: str = "127.0.0.1:9122"
+    # The web listener (admin API under /api/v1, web terminal): off unless set, e.g.
+    # "127.0.0.1:8022". TLS with both http_tls_cert and http_tls_key (PEM files); behind a
+    # reverse proxy, X-Forwarded-For/-Proto are believed only from http_proxy_from.
+    http_listen: str | None = None
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
+    http_proxy_from: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Add the container name as a metric label (for small installations only).
     metrics_container_label: bool = False
     # Structured logs: "plain" or "json"; level name.
@@ -152,6 +159,20 @@ class Settings(BaseSettings):
             if not items and info.data.get("proxy_protocol"):
                 raise InvalidInput("proxy_protocol is on but proxy_from names no address")
         return items
+
+    @field_validator("http_proxy_from", mode="before")
+    @classmethod
+    def _check_http_proxy_from(cls, v: Any) -> Any:
+        items = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+        if isinstance(items, list):
+            parse_networks([str(i) for i in items])
+        return items
+
+    @model_validator(mode="after")
+    def _check_http_tls(self) -> Settings:
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            raise InvalidInput("http_tls_cert and http_tls_key go together: give both or neither")
+        return self
 
     @field_validator("max_startups", mode="before")
     @classmethod
@@ -231,6 +252,18 @@ class Settings(BaseSettings):
     @property
     def listen_address(self) -> tuple[str, int]:
         return split_hostport(self.listen, 2222)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The web listener's address, or None when it is off."""
+        if not self.http_listen or not self.http_listen.strip():
+            return None
+        return split_hostport(self.http_listen, 8022)
+
+    @property
+    def http_proxy_networks(self) -> tuple[Network, ...]:
+        """Reverse proxies whose X-Forwarded-For/-Proto the web listener believes."""
+        return parse_networks(self.http_proxy_from)
 
     @property
     def metrics_address(self) -> tuple[str, int]:

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "sftp": ("aiodocker", "aiohttp", "sqlalchemy"),
     "observe": ("sqlalchemy",),
     "cli": ("sqlalchemy",),
+    "web": ("aiodocker", "sqlalchemy", "typer"),
     "policy.py": ("aiodocker", "aiohttp", "sqlalchemy", "asyncssh"),
     "routing.py": ("aiodocker", "aiohttp", "sqlalchemy", "asyncssh"),
 }

@@ -1,0 +1,168 @@
+"""The web listener of a running gateway (``SSHGW_HTTP_LISTEN``): security headers on every
+response, JSON errors, TLS, and ``X-Forwarded-*`` believed only from trusted proxies."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Gateway, GatewayFactory, free_port, wait_until
+from tests.support.process import HOST, listening
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def web_gateway(factory: GatewayFactory, **env: str) -> tuple[Gateway, int]:
+    port = free_port()
+    gw = factory({"SSHGW_HTTP_LISTEN": f"{HOST}:{port}", **env})
+    assert wait_until(lambda: listening(port), 30), "the web listener did not come up"
+    return gw, port
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    conn: http.client.HTTPConnection
+    if tls is not None:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=30, context=tls)
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
+
+
+def security_headers_of(headers: http.client.HTTPMessage) -> None:
+    csp = headers["Content-Security-Policy"]
+    assert csp is not None and "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "aiohttp" not in (headers["Server"] or "")
+
+
+@pytest.fixture(scope="module")
+def plain(gateway_factory: GatewayFactory) -> int:
+    # 127.0.0.1 is a trusted proxy; ::1 exists only so the list has two entries.
+    _, port = web_gateway(gateway_factory, SSHGW_HTTP_PROXY_FROM="127.0.0.1/32,::1")
+    return port
+
+
+def test_off_by_default(gateway: Gateway) -> None:
+    assert "web listener" not in gateway.log()
+
+
+def test_unknown_path_is_json_404_with_headers(plain: int) -> None:
+    status, headers, body = request(plain, "GET", "/nothing/here")
+    assert status == 404
+    security_headers_of(headers)
+    assert headers["Content-Type"].startswith("application/json")
+    err = json.loads(body)["error"]
+    assert err["code"] == "not_found" and err["message"] and "field" in err
+
+
+def test_wrong_method_is_json_405(plain: int) -> None:
+    status, headers, body = request(plain, "DELETE", "/api/v1/openapi.json")
+    assert status == 405
+    security_headers_of(headers)
+    assert json.loads(body)["error"]["code"] == "method_not_allowed"
+    assert "GET" in (headers["Allow"] or "")
+
+
+def test_forwarded_proto_from_a_trusted_proxy(plain: int) -> None:
+    """The test client connects from 127.0.0.1, a trusted proxy here: its X-Forwarded-Proto
+    https makes the request secure (HSTS); without it, no HSTS."""
+    _, headers, _ = request(plain, "GET", "/api/v1/openapi.json")
+    assert headers["Strict-Transport-Security"] is None
+    _, headers, _ = request(
+        plain, "GET", "/api/v1/openapi.json", headers={"X-Forwarded-Proto": "https"}
+    )
+    assert headers["Strict-Transport-Security"]
+
+
+def test_forwarded_headers_from_anyone_else_are_ignored(gateway_factory: GatewayFactory) -> None:
+    _, port = web_gateway(gateway_factory, SSHGW_HTTP_PROXY_FROM="10.9.8.7")
+    _, headers, _ = request(
+        port,
+        "GET",
+        "/api/v1/openapi.json",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.9.8.7"},
+    )
+    assert headers["Strict-Transport-Security"] is None
+
+
+def _self_signed(root: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = root / "cert.pem", root / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    _, port = web_gateway(
+        gateway_factory, SSHGW_HTTP_TLS_CERT=str(cert), SSHGW_HTTP_TLS_KEY=str(key)
+    )
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    status, headers, _ = request(port, "GET", "/api/v1/openapi.json", tls=ctx)
+    assert status == 200
+    security_headers_of(headers)
+    assert headers["Strict-Transport-Security"]
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        request(port, "GET", "/api/v1/openapi.json")  # plain HTTP on the TLS port
+
+
+def test_bad_tls_files_stop_the_start_with_one_line(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    gw = Gateway(
+        tmp_path,
+        {
+            "SSHGW_HTTP_LISTEN": f"{HOST}:{free_port()}",
+            "SSHGW_HTTP_TLS_CERT": str(tmp_path / "bad.pem"),
+            "SSHGW_HTTP_TLS_KEY": str(tmp_path / "bad.pem"),
+        },
+    )
+    res = gw.cli(*gw.serve_args(), check=False, timeout=60)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert "TLS certificate" in res.stderr
