@@ -1,7 +1,8 @@
 """Grants to decisions. Deny by default. Pure: data in, data out.
 
 A grant gives a subject (a user or a group) some rights on the containers its target selects
-(a name glob and, optionally, labels that must all match), as some logins inside the container.
+(a name glob, an engine name glob and, optionally, labels that must all match), as some logins
+inside the container.
 :func:`check_grant` says whether a new grant may be stored (and in which normalized form).
 """
 
@@ -16,10 +17,11 @@ from enum import StrEnum
 from typing import Required, TypedDict, Unpack
 
 from gateway.errors import InvalidInput
-from gateway.routing import LOGIN_RE
+from gateway.routing import ENGINE_GLOB_RE, LOGIN_RE
 from gateway.vocab import DenyReason
 
 ANY_LOGIN = "*"
+ANY_ENGINE = "*"
 
 
 class Right(StrEnum):
@@ -47,6 +49,8 @@ class Grant:
     record: bool = True
     # Ports a ``forward`` right allows, as inclusive (first, last) ranges; empty: none.
     ports: tuple[tuple[int, int], ...] = ()
+    # Engine name glob ("*": any engine, the local default's empty name included).
+    engine: str = ANY_ENGINE
 
     @property
     def subject(self) -> str:
@@ -54,6 +58,8 @@ class Grant:
 
     def describe(self) -> str:
         parts = [f"grant #{self.id} ({self.subject} -> {self.target}"]
+        if self.engine != ANY_ENGINE:
+            parts.append(f" on engine {self.engine}")
         if self.labels:
             parts.append(" " + ",".join(f"{k}={v}" for k, v in self.labels))
         parts.append(f"; rights {','.join(sorted(self.rights)) or '-'}")
@@ -81,6 +87,8 @@ class Target:
     name: str
     id: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The engine's name ("": the local default engine, when no engine is configured).
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,8 @@ def subject_matches(grant: Grant, subject: Subject) -> bool:
 def target_matches(grant: Grant, target: Target) -> bool:
     name = target.name.lstrip("/")
     if not fnmatch.fnmatchcase(name, grant.target):
+        return False
+    if grant.engine != ANY_ENGINE and not fnmatch.fnmatchcase(target.engine, grant.engine):
         return False
     for key, want in grant.labels:
         have = target.labels.get(key)
@@ -432,6 +442,7 @@ class GrantSpec:
     logins: tuple[str, ...]  # in the order given (the first is the default), each once
     paths: tuple[str, ...]  # normalized absolute prefixes, each once
     ports: tuple[tuple[int, int], ...] = ()  # for ``forward``: sorted, joined ranges
+    engine: str = ANY_ENGINE  # engine name glob
 
 
 class GrantFields(TypedDict, total=False):
@@ -445,6 +456,7 @@ class GrantFields(TypedDict, total=False):
     logins: Sequence[str]
     paths: Sequence[str]
     ports: str
+    engine: str
 
 
 def check_grant(**fields: Unpack[GrantFields]) -> GrantSpec:
@@ -466,7 +478,19 @@ def check_grant(**fields: Unpack[GrantFields]) -> GrantSpec:
         logins=check_logins(fields.get("logins", ())),
         paths=check_paths(fields.get("paths", ())),
         ports=ports,
+        engine=check_engine_glob(fields.get("engine", ANY_ENGINE)),
     )
+
+
+def check_engine_glob(glob: str) -> str:
+    """An engine name glob (``host*``, ``host[12]``, ``*``): engine-name characters and glob
+    characters only."""
+    glob = glob.strip() if isinstance(glob, str) else ""
+    if not ENGINE_GLOB_RE.fullmatch(glob):
+        raise InvalidInput(
+            f"invalid --engine glob {glob!r} (engine names: a-z, 0-9 and '-'; globs: * ? [...])"
+        )
+    return glob
 
 
 def check_target(target: str) -> str:

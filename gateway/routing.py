@@ -14,6 +14,11 @@ from gateway.errors import BadLogin
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 # Docker container names ([a-zA-Z0-9][a-zA-Z0-9_.-]+) and hex ID prefixes.
 CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Engine names (``sshgw engine add NAME``): lower-case letters, digits and '-', starting with a
+# letter or digit; no dot, so ``CONTAINER.ENGINE`` splits at its last dot.
+ENGINE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Engine name globs in grants (``--engine 'host*'``).
+ENGINE_GLOB_RE = re.compile(r"^[a-z0-9*?\[\]!-]{1,63}$")
 # Logins inside the container: a user name or a numeric uid[:gid].
 LOGIN_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}(?::[0-9]{1,10})?)$")
 

@@ -24,6 +24,7 @@ def grant_json(g: Grant) -> dict[str, Any]:
         "logins": list(g.logins),
         "paths": list(g.paths),
         "ports": format_ports(g.ports),
+        "engine": g.engine,
         **pick(g, "expires_at record"),
     }
 
@@ -34,6 +35,7 @@ def grant_table(grants: list[Grant], title: str | None = None) -> None:
             "ID",
             "SUBJECT",
             "TARGET",
+            "ENGINE",
             "LABELS",
             "RIGHTS",
             "LOGINS",
@@ -47,6 +49,7 @@ def grant_table(grants: list[Grant], title: str | None = None) -> None:
                 str(g.id),
                 g.subject,
                 g.target,
+                g.engine,
                 labels_text(g.labels),
                 ",".join(sorted(g.rights)),
                 ",".join(g.logins) or "(image user)",
@@ -109,6 +112,15 @@ def add(
             "'80,8000-8100'. Without --ports, 'forward' allows no port.",
         ),
     ] = "",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            metavar="GLOB",
+            help="Engine name glob the grant applies to (sshgw engine list), e.g. 'host*'. "
+            "Default: any engine.",
+        ),
+    ] = "*",
     expires: Annotated[str | None, typer.Option("--expires", help=DATE_HELP)] = None,
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Record PTY sessions (default: yes).")
@@ -133,6 +145,7 @@ def add(
                 logins=login_list,
                 paths=path or [],
                 ports=ports,
+                engine=engine,
                 expires_at=expires_at,
                 record=record,
             )

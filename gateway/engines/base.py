@@ -45,6 +45,8 @@ class Container:
     # name) and its own addresses on its networks (IPv4, then IPv6), from inspect only.
     network_mode: str = ""
     addresses: tuple[str, ...] = ()
+    # The engine it runs on ("": the local default engine, when no engine is configured).
+    engine: str = ""
 
     @property
     def short_id(self) -> str:

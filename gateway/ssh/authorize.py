@@ -34,7 +34,7 @@ def policy_target(container: Container | str) -> PolicyTarget:
     is matched by name only, without labels."""
     if isinstance(container, str):
         return PolicyTarget(container)
-    return PolicyTarget(container.name, container.id, container.labels)
+    return PolicyTarget(container.name, container.id, container.labels, container.engine)
 
 
 def decide_access(

@@ -21,7 +21,7 @@ def listing_rows(
     """One row per container some live grant gives ``subject`` any right on."""
     rows: list[tuple[str, str, str, str, str]] = []
     for c in containers:
-        acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels))
+        acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels, c.engine))
         if acc is None:
             continue
         rows.append((c.name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins)))

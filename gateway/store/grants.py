@@ -37,6 +37,7 @@ def _grant_from_row(row: Any) -> Grant:
         expires_at=row.expires_at,
         record=bool(row.record),
         ports=parse_ports(row.ports or ""),
+        engine=row.engine or "*",
     )
 
 
@@ -55,6 +56,7 @@ def _grant_select() -> sa.Select[Any]:
             gr.c.expires_at,
             gr.c.record,
             gr.c.ports,
+            gr.c.engine,
             u.c.name.label("user_name"),
             g.c.name.label("group_name"),
         )
@@ -113,6 +115,7 @@ class GrantsRepo(Database):
                 expires_at=as_utc(expires_at) if expires_at is not None else None,
                 record=record,
                 ports=format_ports(spec.ports),
+                engine=spec.engine,
             )
             s.add(row)
             await s.flush()

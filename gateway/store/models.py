@@ -142,6 +142,25 @@ class GrantRow(Base):
     record: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     # Comma-separated ports and ranges a ``forward`` right allows ("80,8000-8100"); empty: none.
     ports: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    # Engine name glob the grant applies to ("*": any engine, the local default included).
+    engine: Mapped[str] = mapped_column(sa.Text, default="*", server_default="*")
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+
+
+class EngineRow(Base):
+    """A Docker engine the gateway serves (``sshgw engine add``); none: the local default."""
+
+    __tablename__ = "engines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(63), unique=True)
+    url: Mapped[str] = mapped_column(sa.Text)
+    # Paths of PEM files on the gateway host (tcp:// with TLS); None: not used.
+    tls_ca: Mapped[str | None] = mapped_column(sa.Text)
+    tls_cert: Mapped[str | None] = mapped_column(sa.Text)
+    tls_key: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=sa.func.current_timestamp()
     )
@@ -185,3 +204,29 @@ class SessionRow(Base):
     recording_path: Mapped[str | None] = mapped_column(sa.Text)
     kill_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     gateway_pid: Mapped[int | None]
+    # The replica that serves the session (``replicas.name``); None in rows older than that.
+    replica: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+
+
+class ReplicaRow(Base):
+    """One running gateway process and its heartbeat (``gateway.observe.replica``)."""
+
+    __tablename__ = "replicas"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    address: Mapped[str | None] = mapped_column(sa.Text)
+    pid: Mapped[int | None]
+    started_at: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    draining: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+
+class AuthFailure(Base):
+    """Failed password attempts for the user names of one bucket (a hash of the name), shared
+    by every replica: the per-user throttle (``gateway.store.throttle``)."""
+
+    __tablename__ = "auth_failures"
+
+    bucket: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    count: Mapped[int]
+    last_at: Mapped[datetime] = mapped_column(index=True)

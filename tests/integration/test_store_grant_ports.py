@@ -43,3 +43,24 @@ async def test_an_existing_database_gets_ports(db_url: str) -> None:
         assert "ports 80,5432" in new.describe()
     finally:
         await s.close()
+
+
+async def test_0003_gives_existing_grants_any_engine(db_url: str) -> None:
+    s = Store.from_url(db_url)
+    try:
+        await _upgrade_to(s, "0002")
+        async with s.engine.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO users (name) VALUES ('alice')"))
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO grants (user_id, target, labels, rights) "
+                    "SELECT id, 'web*', '{}', 'shell' FROM users WHERE name = 'alice'"
+                )
+            )
+        await s.upgrade()
+        (old,) = await s.grants_for("alice")
+        assert old.engine == "*"
+        gid = await s.add_grant(user="alice", target="db*", rights="shell", engine="host[12]")
+        assert (await s.get_grant(gid)).engine == "host[12]"
+    finally:
+        await s.close()
