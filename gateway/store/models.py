@@ -228,5 +228,5 @@ class AuthFailure(Base):
     __tablename__ = "auth_failures"
 
     bucket: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    count: Mapped[int]
+    failures: Mapped[int]
     last_at: Mapped[datetime] = mapped_column(index=True)

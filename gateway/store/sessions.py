@@ -39,6 +39,7 @@ class SessionRecord:
     recording_path: str | None
     kill_requested: bool
     gateway_pid: int | None
+    replica: str | None = None  # the replica that serves (served) it
 
 
 def _session(row: Any) -> SessionRecord:
@@ -120,11 +121,14 @@ class SessionsRepo(Database):
                 .values(ended_at=datetime.now(UTC), end_reason=reason)
             )
 
-    async def kill_requested(self) -> list[str]:
-        """Ids of the running sessions an administrator asked to end."""
+    async def kill_requested(self, replica: str | None = None) -> list[str]:
+        """Ids of the running sessions an administrator asked to end (on ``replica`` only,
+        when given)."""
         q = sa.select(SESSIONS.c.id).where(
             SESSIONS.c.kill_requested == sa.true(), SESSIONS.c.ended_at.is_(None)
         )
+        if replica is not None:
+            q = q.where(SESSIONS.c.replica == replica)
 
         async def read(conn: AsyncConnection) -> list[str]:
             return [row[0] for row in await conn.execute(q)]

@@ -11,9 +11,13 @@ from __future__ import annotations
 from gateway.store.audit import AuditRepo
 from gateway.store.grants import GrantsRepo
 from gateway.store.groups import GroupsRepo
+from gateway.store.replicas import ReplicasRepo
 from gateway.store.sessions import SessionsRepo
+from gateway.store.throttle import ThrottleRepo
 from gateway.store.users import UsersRepo
 
 
-class Store(UsersRepo, GroupsRepo, GrantsRepo, SessionsRepo, AuditRepo):
+class Store(
+    UsersRepo, GroupsRepo, GrantsRepo, SessionsRepo, AuditRepo, ReplicasRepo, ThrottleRepo
+):
     """Async repository over the gateway's database."""

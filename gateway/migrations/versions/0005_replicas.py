@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_table(
         "auth_failures",
         sa.Column("bucket", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("bucket", name=op.f("pk_auth_failures")),
     )
