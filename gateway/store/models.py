@@ -208,6 +208,28 @@ class SessionRow(Base):
     replica: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 
 
+class WebLink(Base):
+    """A one-time web terminal link (``ssh USER@gw web CONTAINER``) and, once opened, the
+    browser's session cookie: both stored as SHA-256 digests only."""
+
+    __tablename__ = "web_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    link_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    cookie_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    user_name: Mapped[str] = mapped_column(sa.String(64))
+    container: Mapped[str] = mapped_column(sa.Text)
+    login: Mapped[str | None] = mapped_column(sa.Text)
+    # What the SSH connection that asked for the link authenticated with: "publickey" and the
+    # key's fingerprint, or "password" and the SHA-256 of the password hash it was checked with.
+    method: Mapped[str] = mapped_column(sa.String(16))
+    credential: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    redeemed_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+
+
 class ReplicaRow(Base):
     """One running gateway process and its heartbeat (``gateway.observe.replica``)."""
 

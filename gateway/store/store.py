@@ -2,8 +2,9 @@
 
 One :class:`Store` per process, over an async SQLAlchemy engine (aiosqlite or asyncpg). It is
 the repositories of the aggregates (:mod:`~gateway.store.users`, :mod:`~gateway.store.groups`,
-:mod:`~gateway.store.grants`, :mod:`~gateway.store.sessions`, :mod:`~gateway.store.audit`) over one
-:class:`~gateway.store.db.Database`, which maps every database failure to the project's errors.
+:mod:`~gateway.store.grants`, :mod:`~gateway.store.sessions`, :mod:`~gateway.store.audit`,
+:mod:`~gateway.store.weblinks`) over one :class:`~gateway.store.db.Database`, which maps every
+database failure to the project's errors.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from gateway.store.replicas import ReplicasRepo
 from gateway.store.sessions import SessionsRepo
 from gateway.store.throttle import ThrottleRepo
 from gateway.store.users import UsersRepo
+from gateway.store.weblinks import WebLinksRepo
 
 
 class Store(
-    UsersRepo, GroupsRepo, GrantsRepo, SessionsRepo, AuditRepo, ReplicasRepo, ThrottleRepo
+    UsersRepo,
+    GroupsRepo,
+    GrantsRepo,
+    SessionsRepo,
+    AuditRepo,
+    WebLinksRepo,
+    ReplicasRepo,
+    ThrottleRepo,
 ):
     """Async repository over the gateway's database."""
