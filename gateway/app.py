@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -16,7 +17,9 @@ from gateway.datadir import prepare_data_dir, private_umask
 from gateway.engines import DockerEngine
 from gateway.errors import EngineUnavailable, GatewayError
 from gateway.observe import Observer
+from gateway.observe.drain import drain
 from gateway.observe.logs import setup_logging
+from gateway.observe.replica import Replica
 from gateway.ssh.hostkeys import ensure_host_keys
 from gateway.ssh.jump import Jumps
 from gateway.ssh.proxied import create_proxied_server
@@ -76,7 +79,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     except EngineUnavailable as exc:
         # Not fatal: the engine may come up later; sessions say so clearly meanwhile.
         log.warning("%s", exc.user_message)
-    observer = Observer(settings, store, engine)
+    replica = Replica(store, name=settings.replica_name, interval=settings.heartbeat_interval)
+    observer = Observer(settings, store, engine, replica)
     # What every SSH connection gets: the listener's, and the inner ones of ProxyJump.
     ssh_options: dict[str, Any] = {
         "server_host_keys": host_keys,
@@ -137,14 +141,28 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         )
         for k in host_keys:
             log.info("host key %s %s", k.get_algorithm(), k.get_fingerprint("sha256"))
+        replica.address = f"{socket.gethostname()}:{bound[1]}"
+        log.info("replica %s", replica.name)
         web = await start_web(gw)
         stop = asyncio.Event()
+        signals: list[signal.Signals] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            signals.append(sig)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         if ready is not None:
             ready.set()
         await stop.wait()
+        # SIGTERM (a balancer's replica taken out, systemd, docker stop) drains; SIGINT (^C)
+        # stops at once, as does a second signal during the drain (gateway.observe.drain).
+        if signals[0] == signal.SIGTERM and settings.drain_timeout > 0:
+            server.close()  # new connections go to the other replicas
+            stop.clear()
+            await drain(observer, settings.drain_timeout, stop)
         log.info("shutting down")
         return 0
     except OSError as exc:

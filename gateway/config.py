@@ -7,6 +7,7 @@ Precedence (highest first): command-line flags, environment, TOML file (``--conf
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +48,9 @@ def split_hostport(text: str, default_port: int) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise InvalidInput(f"port out of range in listen address {text!r}")
     return host or "0.0.0.0", port
+
+
+_REPLICA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _startups_text(v: Any) -> str:
@@ -111,6 +115,16 @@ class Settings(BaseSettings):
     # Audit trail and session rows in the database (off: no audit events, no `sshgw sessions`,
     # no `sessions kill`; metrics stay on).
     audit: bool = True
+    # Several replicas behind one balancer (README, "Running several replicas"). SIGTERM
+    # drains: not ready, no new connections, live sessions told and given this many seconds
+    # before they are ended (0: at once).
+    drain_timeout: float = 30.0
+    # This process's name among the replicas (each session row names it); default
+    # HOST-PID-RANDOM, new for every process.
+    replica_name: str | None = None
+    # Seconds between heartbeats; the live sessions of a replica silent for 3 of them are
+    # marked ended (gateway_lost) by the others.
+    heartbeat_interval: float = 10.0
 
     # Limits (see docs/SECURITY.md). Each bounds what one client or one source can make the
     # gateway hold or do.
@@ -202,6 +216,31 @@ class Settings(BaseSettings):
             raise InvalidInput(
                 "server_version must be 1-200 printable ASCII characters without spaces "
                 f"or '-': {v!r}"
+            )
+        return v
+
+    @field_validator("drain_timeout", mode="after")
+    @classmethod
+    def _check_drain_timeout(cls, v: float) -> float:
+        if not 0 <= v <= 86400:
+            raise InvalidInput(f"drain_timeout must be 0-86400 seconds, not {v:g}")
+        return v
+
+    @field_validator("heartbeat_interval", mode="after")
+    @classmethod
+    def _check_heartbeat_interval(cls, v: float) -> float:
+        # 3 silent intervals and one more for the others' tick: lost sessions within 60 s.
+        if not 0.1 <= v <= 15:
+            raise InvalidInput(f"heartbeat_interval must be 0.1-15 seconds, not {v:g}")
+        return v
+
+    @field_validator("replica_name", mode="after")
+    @classmethod
+    def _check_replica_name(cls, v: str | None) -> str | None:
+        if v is not None and not _REPLICA_NAME.fullmatch(v):
+            raise InvalidInput(
+                f"replica_name {v!r}: 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
             )
         return v
 

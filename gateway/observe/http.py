@@ -1,7 +1,8 @@
 """The metrics and health listener: ``/metrics``, ``/healthz``, ``/readyz`` (aiohttp).
 
 ``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 only when the database
-and the Docker engine both answer, else 503 with one line per failing dependency.
+and the Docker engine both answer, else 503 with one line per failing dependency; from SIGTERM on
+(the drain) it answers 503 at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class HttpListener:
         self._exposition = exposition
         self._ready = ready
         self._runner: web.AppRunner | None = None
+        # SIGTERM: the gateway drains (gateway.observe.drain); not ready from then on.
+        self.draining = False
 
     async def start(self) -> None:
         app = web.Application()
@@ -64,6 +67,8 @@ class HttpListener:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="not ready\ndraining: shutting down\n")
         problems = await self._ready()
         if problems:
             return web.Response(

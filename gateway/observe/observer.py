@@ -20,9 +20,11 @@ from gateway.engines import Engine
 from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
+from gateway.observe.drain import Drain
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import PROXY_HEADER_REASONS, Metrics, label_or_other, short_label
 from gateway.observe.recorder import Recorder, convert_orphans
+from gateway.observe.replica import Replica
 from gateway.observe.revoke import LiveConn, revocation
 from gateway.observe.track import SessionInfo, SessionTrack, session_event
 from gateway.policy import Right
@@ -58,8 +60,17 @@ class Observer:
     # Seconds between the end of a session and writing its asciicast file.
     convert_delay = 0.5
 
-    def __init__(self, settings: Settings, store: StoreLike, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreLike,
+        engine: Engine,
+        replica: Replica | None = None,
+    ) -> None:
         self.settings = settings
+        # This process among the replicas (heartbeat, lost sessions); the drain on SIGTERM.
+        self.replica = replica
+        self.drain = Drain()
         self.store = store
         self.engine = engine
         self.metrics = Metrics(container_label=settings.metrics_container_label)
@@ -92,6 +103,13 @@ class Observer:
             self.writer.load_spool()
             self._tasks.append(asyncio.create_task(self.writer.run(), name="sshgw-audit-writer"))
         self._tasks.append(asyncio.create_task(self._kill_poller(), name="sshgw-kill-poller"))
+        if self.replica is not None:
+            try:
+                await self.replica.register()
+            except GatewayError as exc:  # the heartbeat tries again
+                log.warning("replica %s: %s", self.replica.name, exc.user_message)
+            beat = self.replica.run(lambda: list(self._tracks))
+            self._tasks.append(asyncio.create_task(beat, name="sshgw-heartbeat"))
 
     async def stop(self) -> None:
         for track in list(self._tracks.values()):
@@ -112,6 +130,8 @@ class Observer:
                 log.exception("observer task %s failed", t.get_name())
         if self.audit_enabled:
             self.writer.spool()
+        if self.replica is not None:
+            await self.replica.leave()
         await self.http.stop()
         self._started = False
 
@@ -303,6 +323,7 @@ class Observer:
                     "recording_path": str(recorder.path) if recorder else None,
                     "kill_requested": False,
                     "gateway_pid": self._pid,
+                    "replica": self.replica.name if self.replica is not None else None,
                 },
             )
         )
@@ -318,6 +339,8 @@ class Observer:
                 **({"port": info.port} if info.port is not None else {}),
             )
         )
+        if self.drain.active:  # on a connection open before the drain began
+            track.notify(self.drain.notice())
         if recorder is not None and recorder.stopped is not None:  # no room from the start
             track._recording_failed(recorder.stopped)
         log.info(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -82,6 +83,9 @@ class SessionTrack:
         self._t0 = time.monotonic()
         self._first_byte = False
         self._ended = False
+        # Notices to the user (the drain's deadline): where they go, and the last one given.
+        self._say: Callable[[str], None] | None = None
+        self._notice: str | None = None
         m = observer.metrics
         labels = m.kind_labels(info.kind, info.container)
         self._labels = labels
@@ -99,6 +103,22 @@ class SessionTrack:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    def listen(self, say: Callable[[str], None]) -> None:
+        """Where notices to the user go (a shell's or a command's stderr). File sessions and
+        forwards have nowhere to say anything and never call this."""
+        self._say = say
+        if self._notice is not None:
+            self.notify(self._notice)
+
+    def notify(self, text: str) -> None:
+        """Tell the user ``text`` (one line), now or as soon as the session can be told."""
+        self._notice = text
+        if self._say is not None and not self._ended:
+            try:
+                self._say(text)
+            except Exception as exc:  # a notice is a courtesy
+                log.debug("session %s: notice: %r", self.id, exc)
 
     def kill(self, reason: EndReason = EndReason.KILLED) -> None:
         """Ask the session to end (it ends its process, tells the user and closes)."""

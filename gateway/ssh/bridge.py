@@ -150,6 +150,7 @@ class Bridge:
         login: str,
     ) -> int:
         self.stdout, self.stderr = stdout, stderr
+        self.track.listen(lambda text: self.s.say(stderr, text, self.pty))  # the drain's notice
         loop = asyncio.get_running_loop()
         out_task = loop.create_task(self._pump_out(stdout, stderr))
         in_task = loop.create_task(self._pump_in(stdin))

@@ -252,7 +252,13 @@ class Gateway(GatewayProcess):
     def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
         super().__init__(
             root,
-            {"SSHGW_MOTD": MOTD, "SSHGW_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"},
+            # No drain on SIGTERM (the tests that test it set one): a test's stop is at once.
+            {
+                "SSHGW_MOTD": MOTD,
+                "SSHGW_LOG_LEVEL": "DEBUG",
+                "PYTHONUNBUFFERED": "1",
+                "SSHGW_DRAIN_TIMEOUT": "0",
+            },
             extra_env,
         )
         self.keys_dir = root / "keys"
