@@ -252,3 +252,22 @@ class AuthFailure(Base):
     bucket: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     failures: Mapped[int]
     last_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiToken(Base):
+    """A bearer token of the admin API (``sshgw token add``): its public key id finds the row,
+    its SHA-256 digest is compared in constant time; the token itself is never stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64))
+    scope: Mapped[str] = mapped_column(sa.String(16))  # "read" or "admin"
+    created_by: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sa.func.current_timestamp()
+    )
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]

@@ -15,6 +15,7 @@ from gateway.store.groups import GroupsRepo
 from gateway.store.replicas import ReplicasRepo
 from gateway.store.sessions import SessionsRepo
 from gateway.store.throttle import ThrottleRepo
+from gateway.store.tokens import TokensRepo
 from gateway.store.users import UsersRepo
 from gateway.store.weblinks import WebLinksRepo
 
@@ -28,5 +29,6 @@ class Store(
     WebLinksRepo,
     ReplicasRepo,
     ThrottleRepo,
+    TokensRepo,
 ):
     """Async repository over the gateway's database."""
