@@ -2,8 +2,9 @@
 
 These read the ``audit_events`` and ``sessions`` tables the gateway writes. ``sessions kill``
 works while the gateway runs as another process: it sets ``kill_requested`` on the session's row
-and the gateway, which polls for such rows every second while it has sessions open, ends the
-session and tells the user.
+and the gateway (whichever replica runs it), which polls for such rows every second while it has
+sessions open, ends the session and tells the user. A session whose replica sent no heartbeat
+for three ``heartbeat_interval`` is marked ended at once (``gateway_lost``): nothing runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.cli.inputs import parse_when
 from gateway.cli.show import JsonOpt, pick, print_json, say, table
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import AuditRecord, SessionRecord
+from gateway.store.replicas import LOST
 from gateway.vocab import EndReason
 
 # The recordings module is imported only by `replay`, so every other command starts quickly.
@@ -131,6 +133,7 @@ def _session_json(row: SessionRecord, now: datetime) -> dict[str, Any]:
         **pick(row, "bytes_in bytes_out exit_status end_reason"),
         "kill_requested": bool(row.kill_requested),
         "recording": row.recording_path,
+        "replica": row.replica,
     }
 
 
@@ -256,6 +259,7 @@ def sessions_list(
             "OUT",
             "STATUS",
             "REC",
+            "REPLICA",
         ),
         [
             (
@@ -270,6 +274,7 @@ def sessions_list(
                 _bytes(r.bytes_out) if r.ended_at else "-",
                 _session_status(r),
                 "yes" if r.recording_path else "-",
+                r.replica or "-",
             )
             for r in rows
         ],
@@ -308,6 +313,7 @@ def sessions_show(
         ("kind", row.kind),
         ("command", row.command or "-"),
         ("from", row.remote_addr or "-"),
+        ("replica", row.replica or "-"),
         ("started", _ts(row.started_at) + " UTC"),
         ("ended", _ts(row.ended_at) + (" UTC" if row.ended_at else "")),
         ("duration", _duration(_session_seconds(row, now))),
@@ -355,11 +361,23 @@ def sessions_kill(
             row = await store.find_session(session_id)
             if row.ended_at is not None:
                 raise Conflict(f"session {row.id} already ended ({_session_status(row)})")
-            await store.request_kill(row.id)
+            # A replica silent for three heartbeats is gone: nothing runs the session any more.
+            lost_after = 3 * cfg.heartbeat_interval
+            gone = row.replica is not None and not await store.replica_alive(
+                row.replica, lost_after
+            )
+            if gone:
+                await store.force_end(row.id, LOST)
+            else:
+                await store.request_kill(row.id)
             await store.add_audit_event(
                 "admin",
                 actor=actor(),
-                detail={"action": "session.kill", "session": row.id},
+                detail={
+                    "action": "session.kill",
+                    "session": row.id,
+                    **({"replica_gone": row.replica} if gone else {}),
+                },
                 user_name=row.user_name,
                 container=row.container or None,
                 session_id=row.id,

@@ -2,7 +2,8 @@
 
 The pure pieces (startup gate, attempt counts, failure throttle, digest of failed logins) live in
 :mod:`gateway.ssh.limits`; :class:`Limits` wires them to the settings, the observer, a timer and
-the password-check slots (docs/SECURITY.md, "Unauthenticated peers").
+the password-check slots (docs/SECURITY.md, "Unauthenticated peers"), and the per-user failure
+counts to the database, where every replica adds to and reads the same count.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from gateway.errors import GatewayError
 from gateway.ssh.limits import (
     Digest,
     FailureDigest,
@@ -28,6 +30,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class FailureStore(Protocol):
+    """The failed-password counts shared by the replicas (:mod:`gateway.store.throttle`)."""
+
+    async def auth_failures(self, name: str, forget: float) -> int: ...
+
+    async def auth_failed(self, name: str, forget: float) -> int: ...
+
+
 # The transport's extra info that names the startup slot a connection took while its PROXY
 # protocol header was read (gateway.ssh.proxied); absent on other connections.
 HELD_SLOT = "sshgw_startup_slot"
@@ -43,10 +54,16 @@ class Limits:
 
     # A refused connection is logged at debug level; a summary at most this often.
     warn_interval = 60.0
+    # Seconds the shared failure count may take before the local counts decide alone.
+    db_timeout = 2.0
 
-    def __init__(self, settings: Settings, observer: Observer) -> None:
+    def __init__(
+        self, settings: Settings, observer: Observer, store: FailureStore | None = None
+    ) -> None:
         self.settings = settings
         self.observer = observer
+        # The per-user failure counts every replica shares (None: this process's own only).
+        self.store = store
         self.gate = StartupGate(
             parse_max_startups(settings.max_startups), settings.max_startups_per_source
         )
@@ -91,6 +108,35 @@ class Limits:
     def leave(self, source: str) -> None:
         self.gate.leave(source)
         self.observer.unauthenticated(self.gate.count)
+
+    # Failure throttle ------------------------------------------------------------------------
+
+    async def auth_delay(self, source: str, user: str) -> float:
+        """Seconds a password attempt from ``source`` for ``user`` waits before it is checked:
+        the largest of this replica's counts (per source, per user) and the per-user count all
+        replicas share, so alternating between replicas buys no guesses."""
+        local = self.throttle.delay(("source", source), ("user", user))
+        if self.store is None:
+            return local
+        try:
+            async with asyncio.timeout(self.db_timeout):
+                shared = await self.store.auth_failures(user, self.throttle.forget)
+        except (GatewayError, TimeoutError) as exc:
+            # The database is out of reach (a password check needs it anyway): local counts.
+            log.debug("shared failure count for %s: %r", user, exc)
+            return local
+        return max(local, self.throttle.delay_for(shared))
+
+    async def auth_failed(self, source: str, user: str) -> None:
+        """One more failed password from ``source`` for ``user``: counted here and shared."""
+        self.throttle.failed(("source", source), ("user", user))
+        if self.store is None:
+            return
+        try:
+            async with asyncio.timeout(self.db_timeout):
+                await self.store.auth_failed(user, self.throttle.forget)
+        except (GatewayError, TimeoutError) as exc:
+            log.debug("shared failure count for %s not written: %r", user, exc)
 
     # Password checks ------------------------------------------------------------------------
 

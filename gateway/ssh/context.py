@@ -72,7 +72,7 @@ class Gateway:
     jumps: Jumps | None = None
 
     def __post_init__(self) -> None:
-        self.limits = Limits(self.settings, self.observer)
+        self.limits = Limits(self.settings, self.observer, self.store)
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,10 +183,9 @@ class GatewayConnection(asyncssh.SSHServer):
         user = login.usable
         stored = user.password_hash if user is not None else None
         limits = self.gw.limits
-        keys = (("source", self.source), ("user", login.throttle_name))
-        # Earlier failures from this source or for this user: the attacker's connection
-        # waits; the gateway does no work meanwhile (no thread, no hash).
-        delay = limits.throttle.delay(*keys)
+        # Earlier failures from this source or for this user (on any replica): the attacker's
+        # connection waits; the gateway does no work meanwhile (no thread, no hash).
+        delay = await limits.auth_delay(self.source, login.throttle_name)
         if delay > 0:
             self.gw.observer.auth_throttled()
             await asyncio.sleep(delay)
@@ -194,7 +193,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if credential is not None:
             self._credential = credential
             return True
-        limits.throttle.failed(*keys)
+        await limits.auth_failed(self.source, login.throttle_name)
         self.gw.observer.auth_attempt(
             "password",
             False,
