@@ -323,7 +323,7 @@ class Observer:
                     "recording_path": str(recorder.path) if recorder else None,
                     "kill_requested": False,
                     "gateway_pid": self._pid,
-                    "replica": self.replica.name if self.replica is not None else None,
+                    "replica": self._replica_name,
                 },
             )
         )
@@ -419,6 +419,10 @@ class Observer:
 
     def session_ended(self, track: SessionTrack) -> None:
         self._tracks.pop(track.id, None)
+
+    @property
+    def _replica_name(self) -> str | None:
+        return self.replica.name if self.replica is not None else None
 
     @property
     def active_sessions(self) -> list[SessionTrack]:
@@ -549,7 +553,7 @@ class Observer:
                 continue
             try:
                 async with asyncio.timeout(5.0):
-                    ids = await self.store.kill_requested()
+                    ids = await self.store.kill_requested(self._replica_name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
