@@ -15,6 +15,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir, private_umask
 from gateway.engines import DockerEngine
+from gateway.engines.fleet import EngineSpec, Fleet
 from gateway.errors import EngineUnavailable, GatewayError
 from gateway.observe import Observer
 from gateway.observe.drain import drain
@@ -59,6 +60,13 @@ async def _prepare_store(settings: Settings) -> Store:
     return store
 
 
+async def engine_specs(store: Store) -> list[EngineSpec]:
+    return [
+        EngineSpec(e.name, e.url, e.tls_ca, e.tls_cert, e.tls_key)
+        for e in await store.list_engines()
+    ]
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     setup_logging(settings)
     # Migration chatter is not news on every start.
@@ -71,9 +79,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     except GatewayError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
         return 1
-    engine = DockerEngine(
-        settings.docker_host, settings.docker_tls_verify, settings.docker_cert_path
+    # The engines in the database (read again every few seconds), else the local default one.
+    engine = Fleet(
+        DockerEngine(settings.docker_host, settings.docker_tls_verify, settings.docker_cert_path),
+        limit=settings.engine_max_containers,
     )
+    await engine.follow(lambda: engine_specs(store), settings.engine_poll_interval)
     try:
         await engine.ping()
     except EngineUnavailable as exc:

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     docker_tls_verify: bool | None = None
     docker_cert_path: Path | None = None
+    # Engines added with ``sshgw engine add`` are read from the database this often (seconds).
+    engine_poll_interval: float = Field(default=5.0, ge=0.5)
+    # Containers the gateway keeps in memory per engine (its directory); more are looked up.
+    engine_max_containers: int = Field(default=5000, ge=1)
     # Client environment variable names passed into sessions (shell globs allowed).
     accept_env: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["TERM", "LANG", "LC_*"]

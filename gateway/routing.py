@@ -1,4 +1,5 @@
-"""Login grammar: ``USER``, ``USER+CONTAINER`` or ``USER+CONTAINER+LOGIN``.
+"""Login grammar: ``USER``, ``USER+CONTAINER`` or ``USER+CONTAINER+LOGIN``; CONTAINER may be
+qualified by its engine as ``NAME.ENGINE`` (:func:`split_qualified`).
 
 Pure functions only: no I/O, stdlib only.
 """
@@ -66,3 +67,15 @@ def parse_login(raw: str) -> Target:
         if not LOGIN_RE.fullmatch(login):
             raise BadLogin("malformed login")
     return Target(user=user, container=container, login=login)
+
+
+def split_qualified(ref: str) -> tuple[str, str] | None:
+    """``CONTAINER.ENGINE`` split at its last dot, or None when ``ref`` is not of that form.
+
+    Container names may contain dots themselves: the caller tries ``ref`` as an exact name first
+    and this split only when no container has that name.
+    """
+    name, dot, engine = ref.rpartition(".")
+    if not dot or not ENGINE_RE.fullmatch(engine) or not CONTAINER_RE.fullmatch(name):
+        return None
+    return name, engine

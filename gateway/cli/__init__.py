@@ -59,13 +59,14 @@ def root(
 
 
 def _register() -> None:
-    from gateway.cli import admin, grants, groups, keys, observe, users
+    from gateway.cli import admin, engines, grants, groups, keys, observe, users
 
     admin.register(app)
     app.add_typer(users.app, name="user")
     app.add_typer(keys.app, name="key")
     app.add_typer(groups.app, name="group")
     app.add_typer(grants.app, name="grant")
+    app.add_typer(engines.app, name="engine")
     observe.register(app)  # audit, sessions, replay
 
 

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import errno
 import os
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, Unpack
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NoSuchContainer
 
 __all__ = [
     "STDERR",
     "STDOUT",
+    "AmbiguousContainer",
     "ArchivePathError",
     "ArchiveReader",
     "Container",
     "Engine",
+    "EngineState",
     "ExecStream",
     "PathStat",
+    "TLSFiles",
     "container_gone_text",
 ]
 
@@ -78,6 +82,31 @@ def container_gone_text(text: str) -> bool:
     return "task " in lower and " not found" in lower
 
 
+class AmbiguousContainer(NoSuchContainer):
+    """A name or ID prefix found on more than one engine.
+
+    Shown as "no such container" (its existence is not revealed) unless the caller narrows it
+    to the candidates the user may reach (:meth:`naming`).
+    """
+
+    def __init__(self, ref: str, candidates: Sequence[Container]) -> None:
+        super().__init__(ref)
+        self.ref = ref
+        self.candidates = tuple(candidates)
+
+    def naming(self, visible: Sequence[Container]) -> NoSuchContainer:
+        """The error to show when the user may reach ``visible`` of the candidates."""
+        if not visible:
+            return NoSuchContainer(self.ref)
+        engines = sorted({c.engine for c in visible})
+        err = AmbiguousContainer(self.ref, visible)
+        err.user_message = (
+            f"container {self.ref} is on more than one engine ({', '.join(engines)}): "
+            f"name one as {self.ref}.ENGINE"
+        )
+        return err
+
+
 @dataclass(frozen=True, slots=True)
 class PathStat:
     """The engine's lstat of a path in a container (archive API): POSIX mode, size, mtime."""
@@ -106,6 +135,35 @@ class ArchivePathError(GatewayError):
         if status == 403:
             return cls(errno.EACCES)
         return cls(errno.EIO, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """PEM files for a ``tcp://`` engine with TLS: the CA that signed the engine's certificate
+    (None: the system's CAs) and the gateway's client certificate and key (None: none)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that verifies the engine's certificate and host name."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.cert:
+            ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """How one engine of a fleet is doing (``/readyz``, ``sshgw engine list``)."""
+
+    name: str
+    url: str
+    state: str  # "up", "down" or "starting"
+    version: str = ""
+    containers: int = 0
+    error: str = ""
 
 
 class ExecOptions(TypedDict, total=False):
@@ -177,6 +235,10 @@ class Engine(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def states(self) -> list[EngineState]:
+        """Each engine of a fleet and how it is doing; empty for a single engine."""
+        ...
 
     async def list_containers(self, all: bool = True) -> list[Container]: ...
 

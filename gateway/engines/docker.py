@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -28,10 +29,12 @@ from gateway.engines.base import (
     ArchivePathError,
     ArchiveReader,
     Container,
+    EngineState,
     ExecOptions,
     ExecStream,
     PathStat,
     RunOptions,
+    TLSFiles,
     container_gone_text,
 )
 from gateway.errors import EngineUnavailable, ExecFailed, NoSuchContainer
@@ -44,6 +47,8 @@ __all__ = ["STDERR", "STDOUT", "Container", "DockerEngine", "DockerExecStream", 
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
 # dockerd compresses archives on the fly unless told not to (FACTS: 50 vs 390 MB/s).
 _IDENTITY = {"Accept-Encoding": "identity"}
+# The events stream is quiet for long; only connecting is timed (a fleet pings besides).
+_EVENTS_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
 
 
 def _path_param(path: bytes) -> dict[str, str]:
@@ -202,8 +207,11 @@ class DockerEngine:
         host: str | None = None,
         tls_verify: bool | None = None,
         cert_path: Path | None = None,
+        *,
+        tls_files: TLSFiles | None = None,
     ) -> None:
         self._host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._tls_files = tls_files
         self._tls_verify = tls_verify
         self._cert_path = cert_path
         self._docker: aiodocker.Docker | None = None
@@ -229,6 +237,13 @@ class DockerEngine:
             connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=path, limit=0)
             self._connector = connector
             return aiodocker.Docker(url="unix://localhost", connector=connector)
+        if host.startswith("tcp://") and self._tls_files is not None:
+            ctx = self._tls_files.context()
+            self._attach_to = _tcp_target(host, ctx)
+            self._connector = aiohttp.TCPConnector(ssl=ctx, limit=0)
+            return aiodocker.Docker(
+                url="https://" + host.removeprefix("tcp://"), connector=self._connector
+            )
         if host.startswith("tcp://"):
             verify = self._tls_verify
             if verify is None:
@@ -307,6 +322,47 @@ class DockerEngine:
             raise self._error("ping", exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._unreachable(exc) from None
+
+    async def version(self) -> str:
+        """The engine's version (``/version``), e.g. ``24.0.7``."""
+        data = await self._json("version", "version")
+        return str(data.get("Version") or "?") if isinstance(data, Mapping) else "?"
+
+    async def events(self) -> AsyncGenerator[dict[str, Any]]:
+        """The engine's container events (``/events``) as they come, until the stream ends.
+
+        Raises :class:`~gateway.errors.EngineUnavailable` when the stream cannot be opened or
+        breaks; a line that is not a JSON object is skipped.
+        """
+        filters = json.dumps({"type": ["container"]})
+        cm = self._client()._query("events", params={"filters": filters}, timeout=_EVENTS_TIMEOUT)
+        try:
+            resp = await cm.__aenter__()
+        except aiodocker.DockerError as exc:
+            raise self._error("events", exc) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        try:
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                    raise self._unreachable(exc) from None
+                if not line:
+                    return
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(item, dict):
+                    yield item
+        finally:
+            resp.close()
+            await cm.__aexit__(None, None, None)
+
+    def states(self) -> list[EngineState]:
+        """One engine, not in a fleet: nothing to report beyond ``ping``."""
+        return []
 
     # Container directory ------------------------------------------------------------------
 

@@ -22,8 +22,16 @@ Exposition = Callable[[], Awaitable[bytes]]
 
 
 class HttpListener:
-    def __init__(self, host: str, port: int, exposition: Exposition, ready: ReadyCheck) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        exposition: Exposition,
+        ready: ReadyCheck,
+        details: Callable[[], list[str]] = list,
+    ) -> None:
         self.host = host
+        self._details = details  # lines after the verdict (one per engine of a fleet)
         self.port = port
         self._exposition = exposition
         self._ready = ready
@@ -70,8 +78,9 @@ class HttpListener:
         if self.draining:
             return web.Response(status=503, text="not ready\ndraining: shutting down\n")
         problems = await self._ready()
+        details = "".join(f"{d}\n" for d in self._details())
         if problems:
             return web.Response(
-                status=503, text="not ready\n" + "".join(f"{p}\n" for p in problems)
+                status=503, text="not ready\n" + "".join(f"{p}\n" for p in problems) + details
             )
-        return web.Response(text="ready\n")
+        return web.Response(text="ready\n" + details)

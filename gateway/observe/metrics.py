@@ -217,6 +217,19 @@ class Metrics:
             ["op"],
             registry=r,
         )
+        # One series per configured engine (sshgw engine add); removed with the engine.
+        self.engine_up = Gauge(
+            "sshgw_engine_up",
+            "1 while the engine answers (its events stream is open), by engine.",
+            ["engine"],
+            registry=r,
+        )
+        self.engine_containers = Gauge(
+            "sshgw_engine_containers",
+            "Containers the gateway knows on the engine (its directory), by engine.",
+            ["engine"],
+            registry=r,
+        )
 
         # SFTP / SCP file operations.
         self.sftp_ops = Counter(

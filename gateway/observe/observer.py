@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.engines import Engine
+from gateway.engines.base import EngineState
 from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
@@ -81,7 +82,7 @@ class Observer:
             spool_path=settings.data_dir / "audit-spool.jsonl",
         )
         host, port = settings.metrics_address
-        self.http = HttpListener(host, port, self._exposition, self.check_ready)
+        self.http = HttpListener(host, port, self._exposition, self.check_ready, self.engine_lines)
         self._tracks: dict[str, SessionTrack] = {}
         self._conns: set[str] = set()
         self._live: dict[str, LiveConn] = {}
@@ -89,6 +90,7 @@ class Observer:
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
         self._ready_cache: tuple[float, list[str]] | None = None
+        self._engine_labels: set[str] = set()
         self._pid = os.getpid()
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -447,8 +449,35 @@ class Observer:
         m.dependency_up.labels(dependency="database").set(0 if db else 1)
         m.dependency_up.labels(dependency="docker").set(0 if docker else 1)
         m.ready.set(0 if problems else 1)
+        self._engine_metrics()
         self._ready_cache = (time.monotonic(), problems)
         return problems
+
+    def engine_lines(self) -> list[str]:
+        """``/readyz``'s line per configured engine (none for the local default engine)."""
+        return [
+            f"engine {s.name}: {s.state}"
+            + (f" ({s.version}, {s.containers} containers)" if s.state == "up" else "")
+            + (f": {s.error}" if s.error and s.state != "up" else "")
+            for s in self._engine_states()
+        ]
+
+    def _engine_states(self) -> list[EngineState]:
+        states = getattr(self.engine, "states", None)  # test doubles may have ping only
+        return states() if states is not None else []
+
+    def _engine_metrics(self) -> None:
+        """One series per engine in the fleet; those of removed engines go."""
+        m = self.metrics
+        seen = set()
+        for s in self._engine_states():
+            seen.add(s.name)
+            m.engine_up.labels(engine=s.name).set(1 if s.state == "up" else 0)
+            m.engine_containers.labels(engine=s.name).set(s.containers)
+        for name in self._engine_labels - seen:
+            m.engine_up.remove(name)
+            m.engine_containers.remove(name)
+        self._engine_labels = seen
 
     async def _probe(self, name: str, ping: Any) -> str:
         try:

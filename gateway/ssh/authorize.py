@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from gateway.errors import AccessDenied, GatewayError, NoSuchContainer
-from gateway.policy import Decision, Grant, Right, Subject, decide, decide_as
+from gateway.policy import Decision, Grant, Right, Subject, access, decide, decide_as
 from gateway.policy import Target as PolicyTarget
 from gateway.vocab import DenyReason, SessionKind
 
@@ -115,3 +115,13 @@ def denial(decision: Decision, ident: Identity, container: Container) -> Gateway
             f"access denied: login {ident.target.login!r} is not allowed on {container.name}"
         )
     return AccessDenied(f"access denied: you have no {decision.right} right on {container.name}")
+
+
+def reachable(
+    ident: Identity, grants: Iterable[Grant], candidates: Iterable[Container]
+) -> list[Container]:
+    """The ``candidates`` some live grant gives ``ident`` any right on (a name found on several
+    engines is named to the user only where it may reach it)."""
+    subject = Subject(ident.user, ident.groups)
+    grants = list(grants)
+    return [c for c in candidates if access(subject, grants, policy_target(c)) is not None]

@@ -23,11 +23,19 @@ from asyncssh.packet import SSHPacket
 from asyncssh.stream import SSHServerStreamSession
 
 from gateway.engines import Container
+from gateway.engines.base import AmbiguousContainer
 from gateway.errors import AccessDenied, ContainerNotRunning, EngineUnavailable, GatewayError
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
 from gateway.policy import Decision, Grant, Subject
-from gateway.ssh.authorize import KIND_RIGHT, decide_session, decide_write, denial, deny_reason
+from gateway.ssh.authorize import (
+    KIND_RIGHT,
+    decide_session,
+    decide_write,
+    denial,
+    deny_reason,
+    reachable,
+)
 from gateway.ssh.bridge import run_exec
 from gateway.ssh.context import SessionContext
 from gateway.ssh.files import file_access, start_files
@@ -427,6 +435,9 @@ async def grants_and_container(
     except EngineUnavailable:
         gw.observer.docker_error("inspect")
         raise
+    except AmbiguousContainer as exc:
+        # On several engines: named only where a grant reaches it (else "no such container").
+        raise exc.naming(reachable(ident, await grants_task, exc.candidates)) from None
     finally:
         if not grants_task.done():
             await asyncio.wait({grants_task})

@@ -18,13 +18,19 @@ HEADER = ("CONTAINER", "IMAGE", "STATE", "RIGHTS", "LOGINS")
 def listing_rows(
     subject: Subject, grants: Sequence[Grant], containers: Iterable[Container]
 ) -> list[tuple[str, str, str, str, str]]:
-    """One row per container some live grant gives ``subject`` any right on."""
+    """One row per container some live grant gives ``subject`` any right on. A name that
+    more than one engine has is shown as ``NAME.ENGINE``: what the user types to reach it."""
     rows: list[tuple[str, str, str, str, str]] = []
+    containers = list(containers)
+    engines_of: dict[str, set[str]] = {}
+    for c in containers:
+        engines_of.setdefault(c.name, set()).add(c.engine)
     for c in containers:
         acc = access(subject, grants, PolicyTarget(c.name, c.id, c.labels, c.engine))
         if acc is None:
             continue
-        rows.append((c.name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins)))
+        name = f"{c.name}.{c.engine}" if len(engines_of[c.name]) > 1 else c.name
+        rows.append((name, c.image, c.state, ",".join(sorted(acc.rights)), ",".join(acc.logins)))
     return rows
 
 

@@ -10,6 +10,7 @@ database failure to the project's errors.
 from __future__ import annotations
 
 from gateway.store.audit import AuditRepo
+from gateway.store.engines import EnginesRepo
 from gateway.store.grants import GrantsRepo
 from gateway.store.groups import GroupsRepo
 from gateway.store.replicas import ReplicasRepo
@@ -24,6 +25,7 @@ class Store(
     UsersRepo,
     GroupsRepo,
     GrantsRepo,
+    EnginesRepo,
     SessionsRepo,
     AuditRepo,
     WebLinksRepo,

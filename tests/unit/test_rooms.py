@@ -16,6 +16,7 @@ FORBIDDEN = {
     "containerfs": ("aiodocker", "aiohttp", "sqlalchemy"),
     "ssh": ("aiodocker", "aiohttp", "sqlalchemy"),
     "sftp": ("aiodocker", "aiohttp", "sqlalchemy"),
+    "engines": ("sqlalchemy", "asyncssh", "prometheus_client"),
     "observe": ("sqlalchemy",),
     "cli": ("sqlalchemy",),
     "web": ("aiodocker", "sqlalchemy", "typer"),

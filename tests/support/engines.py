@@ -1,0 +1,176 @@
+"""Extra Docker engines on this machine, for the many-engines tests and bench_scale.
+
+Each :class:`ExtraEngine` is a ``dockerd`` of its own: its data root, exec root, pid file and
+unix socket in a short directory under /tmp (unix socket paths are short), no bridge and no
+iptables (nothing shared with the main engine), ``--live-restore`` (its containers outlive a
+killed daemon and are there again when it comes back). The test busybox image is copied in from
+the main engine (``docker save | docker load``, about a second).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.support.containers import docker_run_argv, owned_labels
+
+BUSYBOX = "sshgw-test/busybox:1"
+
+
+class EngineCli:
+    """``docker -H URL ...`` for one engine, and the test containers made on it."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+        self.made: list[str] = []
+
+    def docker(
+        self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            ["docker", "-H", self.url, *args],
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and res.returncode != 0:
+            raise RuntimeError(f"docker -H {self.name} {' '.join(args)}: {res.stderr.strip()}")
+        return res
+
+    def run(self, name: str, cmd: Sequence[str] = ()) -> str:
+        """A detached busybox container without a network (labelled as a test's); its ID."""
+        argv = docker_run_argv(BUSYBOX, name, owned_labels(), cmd=cmd)
+        # docker run -d ... → docker -H URL run -d --network none ...
+        args = [*argv[1:3], "--network", "none", *argv[3:]]
+        cid = self.docker(*args).stdout.strip()
+        self.made.append(cid)
+        return cid
+
+    def remove_made(self) -> None:
+        if self.made:
+            self.docker("rm", "-f", *self.made, check=False, timeout=120)
+            self.made.clear()
+
+
+class ExtraEngine(EngineCli):
+    """One extra ``dockerd``; :meth:`start`, :meth:`kill` (SIGKILL), :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"sshgw-{name}-", dir="/tmp"))
+        self.socket = self.root / "d.sock"
+        super().__init__(name, f"unix://{self.socket}")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        r = self.root
+        return [
+            "dockerd",
+            "--data-root",
+            str(r / "data"),
+            "--exec-root",
+            str(r / "x"),
+            "--pidfile",
+            str(r / "pid"),
+            "-H",
+            self.url,
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--live-restore",
+        ]
+
+    def start(self, timeout: float = 60) -> None:
+        with (self.root / "log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.docker("version", check=False).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd {self.name} exited:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"dockerd {self.name} did not answer within {timeout:g} s")
+
+    def log(self) -> str:
+        return (self.root / "log").read_text(errors="replace")
+
+    def load_busybox(self) -> None:
+        save = subprocess.Popen(["docker", "save", BUSYBOX], stdout=subprocess.PIPE)
+        assert save.stdout is not None
+        res = subprocess.run(
+            ["docker", "-H", self.url, "load", "-q"],
+            stdin=save.stdout,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        save.stdout.close()
+        save.wait(timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"loading {BUSYBOX} into {self.name}: {res.stderr.decode()}")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (its containers live on: live restore)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Remove its containers, stop the daemon and its containerd, delete its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False, timeout=120)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._kill_leftovers()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_leftovers(self) -> None:
+        """containerd and shims of this engine still running (after a SIGKILL of dockerd)."""
+        marker = str(self.root).encode()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if marker in cmdline:
+                    os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
+
+
+def start_engines(names: Sequence[str]) -> list[ExtraEngine]:
+    """Start ``names`` engines (one after the other: two cores) with busybox in each."""
+    engines: list[ExtraEngine] = []
+    try:
+        for n in names:
+            e = ExtraEngine(n)
+            engines.append(e)
+            e.start()
+            e.load_busybox()
+    except BaseException:
+        for e in engines:
+            e.stop()
+        raise
+    return engines
