@@ -69,6 +69,10 @@ def _register() -> None:
     app.add_typer(engines.app, name="engine")
     observe.register(app)  # audit, sessions, replay
 
+    from gateway.cli import tokens
+
+    app.add_typer(tokens.app, name="token")  # the admin API's tokens
+
 
 _register()
 

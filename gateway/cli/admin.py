@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gateway.admin.checks import CheckResult, check_request, check_view, evaluate
+from gateway.admin.containers import container_view
 from gateway.cli.common import open_store, run, settings
 from gateway.cli.show import labels_text, print_json, say, table
 from gateway.config import Settings
 from gateway.datadir import prepare_data_dir
-from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
-from gateway.policy import KNOWN_RIGHTS, Decision, Right, format_ports
-from gateway.ssh.authorize import decide_access
+from gateway.errors import InvalidInput
+from gateway.policy import KNOWN_RIGHTS, Right, format_ports
 from gateway.store import Store
 
 if TYPE_CHECKING:
@@ -114,52 +114,6 @@ def db_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 # check ----------------------------------------------------------------------------------
 
 
-@dataclass
-class CheckResult:
-    decision: Decision
-    container: Container | None
-    warnings: list[str] = field(default_factory=list)
-    user_disabled: bool = False
-    user_found: bool = True
-
-
-async def evaluate(
-    cfg: Settings, user: str, ref: str, right: str, login: str | None, port: int | None = None
-) -> CheckResult:
-    async with open_store(cfg) as store:
-        auth = await store.auth_user(user)
-        grants = await store.grants_for(user) if auth is not None else []
-    if auth is None:
-        return CheckResult(
-            Decision(False, right, f"deny: no such user: {user}"), None, user_found=False
-        )
-    warnings: list[str] = []
-    container: Container | None = None
-    engine = engine_for(cfg)
-    try:
-        container = await engine.resolve(ref)
-    except NoSuchContainer:
-        warnings.append(
-            f"container {ref} is unknown to the Docker engine: evaluated by name only, "
-            "without labels"
-        )
-    except EngineUnavailable as exc:
-        warnings.append(
-            f"Docker engine unreachable ({exc.user_message}): evaluated by name only, "
-            "without labels"
-        )
-    finally:
-        await engine.close()
-    if container is not None and not container.running:
-        warnings.append(
-            f"container {container.name} is {container.state}: a session would fail until it runs"
-        )
-    decision = decide_access(
-        user, auth.groups, grants, container or ref, right, login, disabled=auth.disabled, port=port
-    )
-    return CheckResult(decision, container, warnings, user_disabled=auth.disabled)
-
-
 def check(
     ctx: typer.Context,
     user: str,
@@ -185,32 +139,21 @@ def check(
 
     Exit status 0 on allow, 1 on deny.
     """
-    if right not in KNOWN_RIGHTS:
-        raise InvalidInput(f"unknown right {right!r}; known: {', '.join(sorted(KNOWN_RIGHTS))}")
+    check_request(right, port)
     cfg = settings(ctx)
-    if port is not None and right != Right.FORWARD:
-        raise InvalidInput("--port goes with --right forward")
-    result = run(evaluate(cfg, user, container, right, login, port))
+
+    async def go() -> CheckResult:
+        engine = engine_for(cfg)
+        try:
+            async with open_store(cfg) as store:
+                return await evaluate(store, engine, user, container, right, login, port)
+        finally:
+            await engine.close()
+
+    result = run(go())
     d = result.decision
     if as_json:
-        print_json(
-            {
-                "allowed": d.allowed,
-                "user": user,
-                "container": result.container.name if result.container else container,
-                "container_id": result.container.id if result.container else None,
-                "right": d.right,
-                "login": d.login,
-                "grant": d.grant.id if d.grant else None,
-                "reason": str(d.reason) if d.reason else None,
-                "message": d.message,
-                "paths": list(d.paths),
-                "port": d.port,
-                "ports": format_ports(d.ports) if d.right == Right.FORWARD else None,
-                "record": d.record,
-                "warnings": result.warnings,
-            }
-        )
+        print_json(check_view(result))
     else:
         say("ALLOW" if d.allowed else "DENY")
         say(d.message)
@@ -242,18 +185,7 @@ def containers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     found = run(go())
     if as_json:
-        print_json(
-            [
-                {
-                    "name": c.name,
-                    "id": c.id,
-                    "image": c.image,
-                    "state": c.state,
-                    "labels": dict(c.labels),
-                }
-                for c in found
-            ]
-        )
+        print_json([container_view(c) for c in found])
         return
     table(
         ["NAME", "ID", "IMAGE", "STATE", "LABELS"],

@@ -1,4 +1,5 @@
-"""What every command shares: settings, the store, dates, tables, JSON and audit records."""
+"""What every command shares: settings, the store, and who runs the command (for the audit
+records of :mod:`gateway.admin`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from gateway.admin.common import Actor
 from gateway.config import Settings, load_settings
 from gateway.datadir import prepare_data_dir
 from gateway.store import Store
@@ -81,12 +83,12 @@ async def open_store(cfg: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
-def actor() -> str:
-    """Who runs this command, for audit records."""
+def actor() -> Actor:
+    """Who runs this command, for audit records: their login name on this host."""
     try:
-        return getpass.getuser()
+        return Actor(getpass.getuser())
     except (OSError, KeyError):
-        return f"uid:{os.getuid()}"
+        return Actor(f"uid:{os.getuid()}")
 
 
 def with_store(ctx: typer.Context, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -98,23 +100,3 @@ def with_store(ctx: typer.Context, work: Callable[[Store], Awaitable[T]]) -> T:
             return await work(store)
 
     return run(go())
-
-
-def change(
-    ctx: typer.Context, work: Callable[[Store], Awaitable[object]], action: str, **detail: Any
-) -> None:
-    """An administrative change: ``work`` on the store, then its audit event (``action``)."""
-
-    async def go(store: Store) -> None:
-        await work(store)
-        await audit(store, action, **detail)
-
-    with_store(ctx, go)
-
-
-async def audit(store: Store, action: str, **detail: Any) -> None:
-    """Record one administrative change (never pass a password here)."""
-    cols: dict[str, Any] = {}
-    if isinstance(detail.get("user"), str):
-        cols["user_name"] = detail["user"]
-    await store.add_audit_event("admin", actor=actor(), detail={"action": action, **detail}, **cols)

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from gateway.cli.common import audit, open_store, run, settings, with_store
+from gateway.admin import grants
+from gateway.admin.grants import grant_view, labels_of
+from gateway.cli.common import actor, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when
-from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, pick, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, print_json, say, table
 from gateway.errors import InvalidInput
-from gateway.policy import KNOWN_RIGHTS, Grant, Right, format_ports
-from gateway.store import Store
+from gateway.policy import KNOWN_RIGHTS, Grant, format_ports
 
 app = typer.Typer(help="Grants: add, list, remove.")
-
-
-def grant_json(g: Grant) -> dict[str, Any]:
-    return {
-        **pick(g, "id user group target"),
-        "labels": dict(g.labels),
-        "rights": sorted(g.rights),
-        "logins": list(g.logins),
-        "paths": list(g.paths),
-        "ports": format_ports(g.ports),
-        "engine": g.engine,
-        **pick(g, "expires_at record"),
-    }
 
 
 def grant_table(grants: list[Grant], title: str | None = None) -> None:
@@ -62,16 +50,6 @@ def grant_table(grants: list[Grant], title: str | None = None) -> None:
         ),
         title=title,
     )
-
-
-def _labels(values: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for v in values:
-        key, sep, value = v.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"invalid --label {v!r}: use KEY=VALUE (VALUE may be a glob)")
-        out.append((key, value))
-    return out
 
 
 @app.command("add")
@@ -129,55 +107,44 @@ def add(
     """Grant a user or a group rights on containers; prints the grant's id."""
     if (user is None) == (group is None):
         raise InvalidInput("give exactly one of --user or --group")
-    labels = _labels(label or [])
+    labels = labels_of(label or [])
     login_list = [x.strip() for x in logins.split(",") if x.strip()]
     expires_at = parse_when(expires) if expires is not None else None
-    cfg = settings(ctx)
-
-    async def go() -> Grant:
-        async with open_store(cfg) as store:
-            gid = await store.add_grant(
-                user=user,
-                group=group,
-                target=target,
-                labels=labels,
-                rights=rights,
-                logins=login_list,
-                paths=path or [],
-                ports=ports,
-                engine=engine,
-                expires_at=expires_at,
-                record=record,
-            )
-            grant = await store.get_grant(gid)
-            await audit(store, "grant.add", **grant_json(grant))
-            return grant
-
-    grant = run(go())
+    grant = with_store(
+        ctx,
+        lambda store: grants.add_grant(
+            store,
+            actor(),
+            user=user,
+            group=group,
+            target=target,
+            labels=labels,
+            rights=rights,
+            logins=login_list,
+            paths=path or [],
+            ports=ports,
+            engine=engine,
+            expires_at=expires_at,
+            record_pty=record,
+        ),
+    )
     say(f"added {grant.describe()}")
-    if Right.FORWARD in grant.rights and not grant.ports:
-        say("note: without --ports the 'forward' right allows no port")
+    for note in grants.notes(grant):
+        say(f"note: {note}")
 
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List all grants."""
-    grants: list[Grant] = with_store(ctx, lambda store: store.all_grants())
+    found: list[Grant] = with_store(ctx, lambda store: store.all_grants())
     if as_json:
-        print_json([grant_json(g) for g in grants])
+        print_json([grant_view(g) for g in found])
         return
-    grant_table(grants)
+    grant_table(found)
 
 
 @app.command("remove")
 def remove(ctx: typer.Context, grant_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Remove a grant by id."""
-
-    async def go(store: Store) -> Grant:
-        grant = await store.get_grant(grant_id)
-        await store.remove_grant(grant_id)
-        await audit(store, "grant.remove", **grant_json(grant))
-        return grant
-
-    grant = with_store(ctx, go)
+    grant = with_store(ctx, lambda store: grants.remove_grant(store, actor(), grant_id))
     say(f"removed {grant.describe()}")

@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import getpass
-import re
 import sys
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from gateway.cli.show import fmt_time
+from gateway.admin.when import DATE_HELP, parse_when
 from gateway.errors import InvalidInput
 
-# Dates --------------------------------------------------------------------------------------
+__all__ = ["DATE_HELP", "parse_when", "read_key_arg", "read_password"]
 
-_RELATIVE = re.compile(r"^\+(\d{1,6})([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-DATE_HELP = "YYYY-MM-DD (00:00 UTC), an ISO date-time (UTC unless an offset is given), or +30d/+12h"
-
-
-def parse_when(text: str, *, now: datetime | None = None, future: bool = True) -> datetime:
-    """``YYYY-MM-DD``, an ISO 8601 date-time, or relative ``+N[smhdw]`` -> aware UTC datetime."""
-    now = now or datetime.now(UTC)
-    raw = text.strip()
-    when: datetime
-    m = _RELATIVE.fullmatch(raw)
-    if m:
-        when = now + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    else:
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-                d = date.fromisoformat(raw)
-                when = datetime(d.year, d.month, d.day, tzinfo=UTC)
-            else:
-                when = datetime.fromisoformat(raw.replace(" ", "T", 1))
-                when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
-        except ValueError:
-            raise InvalidInput(f"invalid date {text!r}: use {DATE_HELP}") from None
-    when = when.astimezone(UTC)
-    if future and when <= now:
-        raise InvalidInput(f"date {text!r} ({fmt_time(when)}) is in the past")
-    return when
+# Dates: the rules live in gateway.admin.when (the API reads the same words).
 
 
 def read_password(prompt_user: str) -> str:

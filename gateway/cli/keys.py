@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from gateway.cli.common import LIVE_NOTE, audit, open_store, run, settings, with_store
+from gateway.admin import keys
+from gateway.admin.keys import key_view
+from gateway.cli.common import LIVE_NOTE, actor, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when, read_key_arg
-from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
-from gateway.store import KeyInfo, Store, parse_public_key
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, print_json, say, table
+from gateway.store import KeyInfo, parse_public_key
 
 app = typer.Typer(help="SSH public keys: add, list, remove.")
-
-
-def key_json(k: KeyInfo) -> dict[str, Any]:
-    return pick(
-        k, "user fingerprint algorithm comment public_key expires_at last_used_at created_at"
-    )
 
 
 @app.command("add")
@@ -33,24 +29,15 @@ def add(
     expires: Annotated[str | None, typer.Option("--expires", help=DATE_HELP)] = None,
 ) -> None:
     """Add a public key to a user; prints its SHA256 fingerprint."""
-    parsed = parse_public_key(read_key_arg(file_or_text), comment)
+    text = read_key_arg(file_or_text)
+    parse_public_key(text, comment)  # a bad key is refused before the database is opened
     expires_at = parse_when(expires) if expires is not None else None
-    cfg = settings(ctx)
-
-    async def go() -> str:
-        async with open_store(cfg) as store:
-            fp = await store.add_key(user, parsed.public_key, expires_at=expires_at)
-            await audit(
-                store,
-                "key.add",
-                user=user,
-                fingerprint=fp,
-                comment=parsed.comment,
-                expires_at=expires_at,
-            )
-            return fp
-
-    fp = run(go())
+    fp, parsed = with_store(
+        ctx,
+        lambda store: keys.add_key(
+            store, actor(), user, text, comment=comment, expires_at=expires_at
+        ),
+    )
     say(f"added key {fp} ({parsed.algorithm}) to {user}")
 
 
@@ -61,15 +48,9 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List public keys (of one user, or everyone's)."""
-    cfg = settings(ctx)
-
-    async def go() -> list[KeyInfo]:
-        async with open_store(cfg) as store:
-            return await store.list_keys(user)
-
-    keys = run(go())
+    found: list[KeyInfo] = with_store(ctx, lambda store: store.list_keys(user))
     if as_json:
-        print_json([key_json(k) for k in keys])
+        print_json([key_view(k) for k in found])
         return
     table(
         ["USER", "FINGERPRINT", "TYPE", "COMMENT", "EXPIRES", "LAST USED"],
@@ -82,7 +63,7 @@ def list_(
                 fmt_expiry(k.expires_at),
                 fmt_time(k.last_used_at, "never"),
             ]
-            for k in keys
+            for k in found
         ),
     )
 
@@ -93,15 +74,6 @@ def remove(
     fingerprint: Annotated[str, typer.Argument(help="SHA256:... as `key list` shows it.")],
 ) -> None:
     """Remove a public key by fingerprint; connections that logged in with it end."""
-    fingerprint = fingerprint.strip()
-    if not fingerprint.startswith("SHA256:"):
-        fingerprint = "SHA256:" + fingerprint
-
-    async def go(store: Store) -> str:
-        owner = await store.remove_key(fingerprint)
-        await audit(store, "key.remove", user=owner, fingerprint=fingerprint)
-        return owner
-
-    owner = with_store(ctx, go)
+    fingerprint, owner = with_store(ctx, lambda store: keys.remove_key(store, actor(), fingerprint))
     say(f"removed key {fingerprint} of {owner}")
     say(LIVE_NOTE)

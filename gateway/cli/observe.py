@@ -2,31 +2,34 @@
 
 These read the ``audit_events`` and ``sessions`` tables the gateway writes. ``sessions kill``
 works while the gateway runs as another process: it sets ``kill_requested`` on the session's row
-and the gateway (whichever replica runs it), which polls for such rows every second while it has
-sessions open, ends the session and tells the user. A session whose replica sent no heartbeat
-for three ``heartbeat_interval`` is marked ended at once (``gateway_lost``): nothing runs it.
+and the gateway, which polls for such rows every second while it has sessions open, ends the
+session and tells the user.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import shutil
 import sys
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from gateway.cli.common import actor, open_store, run, settings
-from gateway.cli.inputs import parse_when
-from gateway.cli.show import JsonOpt, pick, print_json, say, table
-from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.admin import audit, sessions
+from gateway.admin.audit import KINDS_HELP, event_view
+from gateway.admin.recordings import recording_file
+from gateway.admin.sessions import (
+    session_seconds,
+    session_status,
+    session_view,
+    session_with_events_view,
+)
+from gateway.admin.when import parse_since
+from gateway.cli.common import actor, open_store, run, settings, with_store
+from gateway.cli.show import JsonOpt, print_json, say, table
+from gateway.errors import InvalidInput, NotFound
 from gateway.store import AuditRecord, SessionRecord
-from gateway.store.replicas import LOST
-from gateway.vocab import EndReason
 
 # The recordings module is imported only by `replay`, so every other command starts quickly.
 
@@ -44,23 +47,6 @@ def register(app: typer.Typer) -> None:
 
 
 # Helpers ------------------------------------------------------------------------------------
-
-_AGO = re.compile(r"^(\d{1,7})\s*([smhdw])$")
-_AGO_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``30m``, ``1h``, ``2d``, ``1w`` (that long ago), or a date / ISO date-time."""
-    now = now or datetime.now(UTC)
-    m = _AGO.fullmatch(text.strip())
-    if m:
-        return now - timedelta(**{_AGO_UNITS[m.group(2)]: int(m.group(1))})
-    try:
-        return parse_when(text, now=now, future=False)
-    except InvalidInput:
-        raise InvalidInput(
-            f"invalid --since {text!r}: use 30m, 1h, 2d, 1w, YYYY-MM-DD or an ISO date-time"
-        ) from None
 
 
 def _ts(value: datetime | None) -> str:
@@ -106,43 +92,6 @@ def _detail_text(kind: str, detail: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _session_status(row: SessionRecord) -> str:
-    if row.ended_at is None:
-        return "killing" if row.kill_requested else "active"
-    reason = row.end_reason or "ended"
-    if row.exit_status is None:
-        return str(reason)
-    if reason == EndReason.EXIT:
-        return f"exit {row.exit_status}"
-    return f"{reason}, status {row.exit_status}"
-
-
-def _session_seconds(row: SessionRecord, now: datetime) -> float:
-    end: datetime = row.ended_at or now
-    started: datetime = row.started_at
-    return max(0.0, (end - started).total_seconds())
-
-
-def _session_json(row: SessionRecord, now: datetime) -> dict[str, Any]:
-    return {
-        **pick(row, "id user=user_name"),
-        "container": row.container or None,
-        **pick(row, "container_id login kind command remote=remote_addr started_at ended_at"),
-        "active": row.ended_at is None,
-        "duration": round(_session_seconds(row, now), 3),
-        **pick(row, "bytes_in bytes_out exit_status end_reason"),
-        "kill_requested": bool(row.kill_requested),
-        "recording": row.recording_path,
-        "replica": row.replica,
-    }
-
-
-def _event_json(row: AuditRecord) -> dict[str, Any]:
-    return pick(
-        row, "id ts kind actor user=user_name container remote=remote_addr session_id detail"
-    )
-
-
 # sshgw audit --------------------------------------------------------------------------------
 
 
@@ -160,8 +109,7 @@ def audit_cmd(
         str | None,
         typer.Option(
             "--kind",
-            help="Only this kind: login, session (session.start, session.end), file, denied, "
-            "admin.",
+            help=f"Only this kind: {KINDS_HELP}.",
         ),
     ] = None,
     session: Annotated[
@@ -173,25 +121,22 @@ def audit_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the audit trail: logins, sessions, file operations, denials and admin changes."""
-    cfg = settings(ctx)
-    since_at = parse_since(since) if since else None
-
-    async def go() -> list[AuditRecord]:
-        async with open_store(cfg) as store:
-            return await store.audit_events(
-                since=since_at,
-                user=user,
-                container=container,
-                kind=kind,
-                session=session,
-                limit=limit + 1,
-            )
-
-    rows = run(go())
-    truncated = len(rows) > limit
-    rows = list(reversed(rows[:limit]))
+    if since:
+        parse_since(since)  # a bad --since is refused before the database is opened
+    rows, truncated = with_store(
+        ctx,
+        lambda store: audit.events(
+            store,
+            since=since,
+            user=user,
+            container=container,
+            kind=kind,
+            session=session,
+            limit=limit,
+        ),
+    )
     if as_json:
-        print_json([_event_json(r) for r in rows])
+        print_json([event_view(r) for r in rows])
     elif not rows:
         say("no audit events match")
     else:
@@ -232,16 +177,12 @@ def sessions_list(
     """List sessions (newest last). `sshgw sessions show ID`, `sshgw sessions kill ID`."""
     if ctx.invoked_subcommand is not None:
         return
-    cfg = settings(ctx)
-
-    async def go() -> list[SessionRecord]:
-        async with open_store(cfg) as store:
-            return await store.list_sessions(active=active, user=user, limit=limit)
-
-    rows = list(reversed(run(go())))
+    rows: list[SessionRecord] = with_store(
+        ctx, lambda store: sessions.list_sessions(store, active=active, user=user, limit=limit)
+    )
     now = datetime.now(UTC)
     if as_json:
-        print_json([_session_json(r, now) for r in rows])
+        print_json([session_view(r, now) for r in rows])
         return
     if not rows:
         say("no active sessions" if active else "no sessions")
@@ -269,10 +210,10 @@ def sessions_list(
                 r.login or "-",
                 r.kind,
                 _ts(r.started_at),
-                _duration(_session_seconds(r, now)),
+                _duration(session_seconds(r, now)),
                 _bytes(r.bytes_in) if r.ended_at else "-",
                 _bytes(r.bytes_out) if r.ended_at else "-",
-                _session_status(r),
+                session_status(r),
                 "yes" if r.recording_path else "-",
                 r.replica or "-",
             )
@@ -288,19 +229,13 @@ def sessions_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one session and its audit events (file operations included)."""
-    cfg = settings(ctx)
-
-    async def go() -> tuple[SessionRecord, list[AuditRecord]]:
-        async with open_store(cfg) as store:
-            row = await store.find_session(session_id)
-            return row, await store.session_events(row.id)
-
-    row, events = run(go())
+    found: tuple[SessionRecord, list[AuditRecord]] = with_store(
+        ctx, lambda store: sessions.session_and_events(store, session_id)
+    )
+    row, events = found
     now = datetime.now(UTC)
     if as_json:
-        doc = _session_json(row, now)
-        doc["events"] = [_event_json(e) for e in events]
-        print_json(doc)
+        print_json(session_with_events_view(row, events))
         return
     pairs = [
         ("id", row.id),
@@ -316,8 +251,8 @@ def sessions_show(
         ("replica", row.replica or "-"),
         ("started", _ts(row.started_at) + " UTC"),
         ("ended", _ts(row.ended_at) + (" UTC" if row.ended_at else "")),
-        ("duration", _duration(_session_seconds(row, now))),
-        ("status", _session_status(row)),
+        ("duration", _duration(session_seconds(row, now))),
+        ("status", session_status(row)),
         ("bytes in", str(row.bytes_in) if row.ended_at else "-"),
         ("bytes out", str(row.bytes_out) if row.ended_at else "-"),
         (
@@ -358,38 +293,11 @@ def sessions_kill(
 
     async def go() -> tuple[str, str]:
         async with open_store(cfg) as store:
-            row = await store.find_session(session_id)
-            if row.ended_at is not None:
-                raise Conflict(f"session {row.id} already ended ({_session_status(row)})")
-            # A replica silent for three heartbeats is gone: nothing runs the session any more.
-            lost_after = 3 * cfg.heartbeat_interval
-            gone = row.replica is not None and not await store.replica_alive(
-                row.replica, lost_after
-            )
-            if gone:
-                await store.force_end(row.id, LOST)
-            else:
-                await store.request_kill(row.id)
-            await store.add_audit_event(
-                "admin",
-                actor=actor(),
-                detail={
-                    "action": "session.kill",
-                    "session": row.id,
-                    **({"replica_gone": row.replica} if gone else {}),
-                },
-                user_name=row.user_name,
-                container=row.container or None,
-                session_id=row.id,
-            )
-            deadline = time.monotonic() + wait
-            while True:
-                cur = await store.get_session(row.id)
-                if cur.ended_at is not None:
-                    return "ended", f"session {row.id} ended: {_session_status(cur)}"
-                if time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(0.2)
+            lost_after = 3 * cfg.heartbeat_interval  # a replica silent this long is gone
+            row = await sessions.request_kill(store, actor(), session_id, lost_after)
+            cur = await sessions.wait_ended(store, row.id, wait)
+            if cur.ended_at is not None:
+                return "ended", f"session {row.id} ended: {session_status(cur)}"
             if not force:
                 return "pending", (
                     f"kill requested, but no gateway has ended session {row.id} within "
@@ -419,34 +327,10 @@ def replay_cmd(
     ] = None,
 ) -> None:
     """Play a session recording to the terminal at real speed (or N times faster)."""
-    from gateway.observe.recorder import (
-        CastError,
-        convert_spool,
-        read_cast,
-        spool_in_use,
-        spool_path,
-    )
+    from gateway.observe.recorder import CastError, read_cast
 
-    cfg = settings(ctx)
-
-    async def go() -> SessionRecord:
-        async with open_store(cfg) as store:
-            return await store.find_session(session_id)
-
-    row = run(go())
-    if not row.recording_path:
-        raise NotFound(
-            f"session {row.id} has no recording (only PTY sessions with recording on are recorded)"
-        )
-    path = Path(row.recording_path)
-    spool = spool_path(path)
-    if not path.exists() and spool.exists():
-        if spool_in_use(spool):
-            raise Conflict(f"session {row.id} is still being recorded; replay it once it has ended")
-        try:  # left by a gateway that stopped before writing the recording out
-            convert_spool(spool, path)
-        except (OSError, CastError) as exc:
-            raise InvalidInput(f"cannot read the recording spool {spool}: {exc}") from None
+    row: SessionRecord = with_store(ctx, lambda store: store.find_session(session_id))
+    path = recording_file(row)
     try:
         header, events = read_cast(path)
     except FileNotFoundError:

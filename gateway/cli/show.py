@@ -46,16 +46,6 @@ def _jsonable(value: Any) -> Any:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def pick(record: object, spec: str) -> dict[str, Any]:
-    """A record's JSON form: ``spec`` lists its keys, space-separated, in order; ``key=attr``
-    reads another attribute under that key (``remote=remote_addr``)."""
-    doc: dict[str, Any] = {}
-    for item in spec.split():
-        key, _, attr = item.partition("=")
-        doc[key] = getattr(record, attr or key)
-    return doc
-
-
 def print_json(data: Any) -> None:
     """JSON on stdout: exact values; characters that would act on a terminal are escaped."""
     doc = json.dumps(data, default=_jsonable, indent=2, ensure_ascii=False)

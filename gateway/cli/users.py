@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from gateway.cli.common import LIVE_NOTE, audit, change, open_store, run, settings, with_store
-from gateway.cli.grants import grant_json, grant_table
+from gateway.admin import users
+from gateway.admin.users import user_view, user_with_grants_view
+from gateway.cli.common import LIVE_NOTE, actor, with_store
+from gateway.cli.grants import grant_table
 from gateway.cli.inputs import read_key_arg, read_password
-from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, pick, print_json, say, table
-from gateway.errors import GatewayError, InvalidInput
-from gateway.policy import Grant
-from gateway.store import UserInfo, hash_password, parse_public_key
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, print_json, say, table
+from gateway.errors import InvalidInput
+from gateway.store import UserInfo, parse_public_key
 
 app = typer.Typer(help="Gateway users: add, list, show, disable, enable, remove, passwd.")
-
-
-def user_json(u: UserInfo) -> dict[str, Any]:
-    return {
-        **pick(u, "name display disabled password=has_password created_at"),
-        "groups": list(u.groups),
-        "keys": [pick(k, "fingerprint algorithm comment expires_at last_used_at") for k in u.keys],
-    }
 
 
 @app.command("add")
@@ -40,36 +33,24 @@ def add(
 ) -> None:
     """Add a user, optionally with a password and a public key."""
     key_text = read_key_arg(key) if key is not None else None
-    parsed = parse_public_key(key_text) if key_text is not None else None
-    password_hash = hash_password(read_password(name)) if password_stdin else None
-    cfg = settings(ctx)
-
-    async def go() -> str | None:
-        async with open_store(cfg) as store:
-            await store.add_user(name, password_hash=password_hash, display=display)
-            await audit(
-                store, "user.add", user=name, display=display, password=password_hash is not None
-            )
-            if parsed is None:
-                return None
-            try:
-                fp = await store.add_key(name, parsed.public_key)
-            except GatewayError:
-                await store.remove_user(name)  # all or nothing
-                raise
-            await audit(store, "key.add", user=name, fingerprint=fp)
-            return fp
-
-    fp = run(go())
+    if key_text is not None:
+        parse_public_key(key_text)  # a bad key is refused before the password is asked for
+    password = read_password(name) if password_stdin else None
+    fp = with_store(
+        ctx,
+        lambda store: users.add_user(
+            store, actor(), name, password=password, display=display, key=key_text
+        ),
+    )
     say(f"added user {name}" + (f" with key {fp}" if fp else ""))
 
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users."""
-    users: list[UserInfo] = with_store(ctx, lambda store: store.list_users())
+    found: list[UserInfo] = with_store(ctx, lambda store: store.list_users())
     if as_json:
-        print_json([user_json(u) for u in users])
+        print_json([user_view(u) for u in found])
         return
     table(
         ["NAME", "DISPLAY", "STATE", "PASSWORD", "KEYS", "GROUPS", "CREATED"],
@@ -83,7 +64,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 ",".join(u.groups) or "-",
                 fmt_time(u.created_at),
             ]
-            for u in users
+            for u in found
         ),
     )
 
@@ -91,17 +72,9 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command("show")
 def show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """Show one user with keys, groups and the grants that apply."""
-    cfg = settings(ctx)
-
-    async def go() -> tuple[UserInfo, list[Grant]]:
-        async with open_store(cfg) as store:
-            return await store.get_user(name), await store.grants_for(name)
-
-    user, grants = run(go())
+    user, grants = with_store(ctx, lambda store: users.user_and_grants(store, name))
     if as_json:
-        data = user_json(user)
-        data["grants"] = [grant_json(g) for g in grants]
-        print_json(data)
+        print_json(user_with_grants_view(user, grants))
         return
     say(f"user:      {user.name}")
     say(f"display:   {user.display or '-'}")
@@ -148,8 +121,7 @@ def enable(ctx: typer.Context, name: str) -> None:
 
 
 def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
-    action = "user.disable" if disabled else "user.enable"
-    change(ctx, lambda store: store.set_disabled(name, disabled), action, user=name)
+    with_store(ctx, lambda store: users.set_disabled(store, actor(), name, disabled))
     say(f"user {name} {'disabled' if disabled else 'enabled'}")
     if disabled:
         say(LIVE_NOTE)
@@ -158,7 +130,7 @@ def _set_disabled(ctx: typer.Context, name: str, disabled: bool) -> None:
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
     """Remove a user with their keys, memberships and grants; their open connections end."""
-    change(ctx, lambda store: store.remove_user(name), "user.remove", user=name)
+    with_store(ctx, lambda store: users.remove_user(store, actor(), name))
     say(f"removed user {name}")
     say(LIVE_NOTE)
 
@@ -177,12 +149,6 @@ def passwd(
     """Set (or clear) a user's password."""
     if password_stdin == clear:
         raise InvalidInput("give exactly one of --password-stdin or --clear")
-    password_hash = None if clear else hash_password(read_password(name))
-    change(
-        ctx,
-        lambda store: store.set_password(name, password_hash),
-        "user.passwd",
-        user=name,
-        password=not clear,
-    )
+    password = None if clear else read_password(name)
+    with_store(ctx, lambda store: users.set_password(store, actor(), name, password))
     say(f"password of {name} {'cleared' if clear else 'set'}")

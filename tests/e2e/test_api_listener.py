@@ -6,43 +6,29 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Gateway, GatewayFactory, free_port, wait_until
-from tests.support.process import HOST, listening
+from tests.e2e import apiclient
+from tests.e2e.apiclient import web_gateway
+from tests.e2e.helpers import Gateway, GatewayFactory, free_port
+from tests.support.process import HOST
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def web_gateway(factory: GatewayFactory, **env: str) -> tuple[Gateway, int]:
-    port = free_port()
-    gw = factory({"SSHGW_HTTP_LISTEN": f"{HOST}:{port}", **env})
-    assert wait_until(lambda: listening(port), 30), "the web listener did not come up"
-    return gw, port
 
 
 def request(
     port: int,
     method: str,
     path: str,
-    body: bytes | None = None,
     headers: dict[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    conn: http.client.HTTPConnection
-    if tls is not None:
-        conn = http.client.HTTPSConnection(HOST, port, timeout=30, context=tls)
-    else:
-        conn = http.client.HTTPConnection(HOST, port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
+    r = apiclient.request(port, method, path, None, headers, tls)
+    return r.status, r.headers, r.body
 
 
 def security_headers_of(headers: http.client.HTTPMessage) -> None:
@@ -166,3 +152,14 @@ def test_bad_tls_files_stop_the_start_with_one_line(
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
     assert "TLS certificate" in res.stderr
+
+
+def test_malformed_request_is_refused_without_a_traceback(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw, port = web_gateway(gateway_factory)
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        s.sendall(b"GET /api/v1/users HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.split(b" ")[1] == b"400"  # answered by aiohttp itself, before the app
+    assert "Traceback" not in gw.log()

@@ -20,6 +20,7 @@ FORBIDDEN = {
     "observe": ("sqlalchemy",),
     "cli": ("sqlalchemy",),
     "web": ("aiodocker", "sqlalchemy", "typer"),
+    "admin": ("aiodocker", "aiohttp", "sqlalchemy", "typer", "rich", "asyncssh"),
     "policy.py": ("aiodocker", "aiohttp", "sqlalchemy", "asyncssh"),
     "routing.py": ("aiodocker", "aiohttp", "sqlalchemy", "asyncssh"),
 }
