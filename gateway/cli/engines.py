@@ -3,14 +3,14 @@ replica serves the same set; a running gateway reads them again every few second
 
 from __future__ import annotations
 
+import getpass
 import os
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gateway.admin.common import record
-from gateway.cli.common import actor, open_store, run, settings, with_store
+from gateway.cli.common import open_store, run, settings, with_store
 from gateway.cli.show import JsonOpt, print_json, say, table
 from gateway.errors import InvalidInput
 from gateway.store import Store
@@ -41,6 +41,15 @@ async def fleet_for(cfg: Settings, store: Store) -> Engine:
     fleet = Fleet(default, watch=False)
     await fleet.configure([spec_of(e) for e in await store.list_engines()])
     return fleet
+
+
+async def _audit(store: Store, action: str, **detail: Any) -> None:
+    """The change's audit event (as every administrative command records one)."""
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):
+        who = f"uid:{os.getuid()}"
+    await store.add_audit_event("admin", actor=who, detail={"action": action, **detail})
 
 
 def _tls_file(flag: str, path: str | None) -> str | None:
@@ -86,7 +95,7 @@ def add(
 
     async def go(store: Store) -> None:
         await store.add_engine(name, url, tls_ca=ca, tls_cert=cert, tls_key=key)
-        await record(store, actor(), "engine.add", engine=name, url=url, tls=bool(ca))
+        await _audit(store, "engine.add", engine=name, url=url, tls=bool(ca))
 
     with_store(ctx, go)
     say(f"added engine {name} ({url})")
@@ -98,7 +107,7 @@ def remove(ctx: typer.Context, name: str) -> None:
 
     async def go(store: Store) -> None:
         await store.remove_engine(name)
-        await record(store, actor(), "engine.remove", engine=name)
+        await _audit(store, "engine.remove", engine=name)
 
     with_store(ctx, go)
     say(f"removed engine {name}")
