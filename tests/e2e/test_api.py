@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import subprocess
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from tests.e2e.apiclient import Api, new_token, web_gateway
-from tests.e2e.helpers import Gateway, GatewayFactory, unique
+from tests.e2e.helpers import Gateway, GatewayFactory, PtyProcess, unique, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -255,3 +258,56 @@ def test_spec_is_public_and_3_1(site: Site) -> None:
     r = Api(site.port, None)("GET", "/openapi.json")
     assert r.status == 200 and r.json["openapi"].startswith("3.1")
     assert "/api/v1/users/{name}/keys" in r.json["paths"]
+
+
+# Sessions and recordings (a real container and OpenSSH client) -----------------------------
+
+
+@pytest.mark.docker
+def test_sessions_recording_and_kill(
+    site: Site, make_container: Callable[..., str], busybox_image: str
+) -> None:
+    c = make_container(busybox_image)
+    user = unique("ss")
+    site.gw.add_user(user)
+    site.gw.grant(c, user=user, rights="shell,exec", logins="app")
+    env = dict(os.environ, TERM="xterm-256color")
+    with PtyProcess(site.gw.ssh_cmd(f"{user}+{c}", extra_opts=["-tt"]), env=env) as p:
+        p.send(b"echo API$((6*7))\r")
+        p.read_until(b"API42")
+        p.send(b"exit\r")
+        assert p.wait() == 0
+    (shell,) = site.read("GET", f"/sessions?user={user}").json["items"]
+    assert shell["kind"] == "shell" and shell["container"] == c and shell["recording"]
+    detail = site.read("GET", f"/sessions/{shell['id'][:8]}")
+    assert detail.status == 200 and detail.json["id"] == shell["id"]
+    assert wait_until(lambda: site.read("GET", f"/recordings/{shell['id']}").status == 200, 30)
+    cast = site.read("GET", f"/recordings/{shell['id']}")
+    assert cast.headers["Content-Type"].startswith("application/x-asciicast")
+    lines = cast.body.decode().splitlines()
+    assert json.loads(lines[0])["version"] == 2 and "API42" in cast.body.decode()
+
+    proc = subprocess.Popen(
+        site.gw.ssh_cmd(f"{user}+{c}", "sleep 100"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(
+            lambda: len(site.read("GET", f"/sessions?user={user}&active=true").json["items"]) == 1,
+            timeout=60,
+        )
+        (live,) = site.read("GET", f"/sessions?user={user}&active=true").json["items"]
+        assert site.read("POST", f"/sessions/{live['id']}/kill").status == 403
+        r = site.admin("POST", f"/sessions/{live['id']}/kill", {"wait": 15})
+        assert r.status == 202 and r.json["kill_requested"] is True
+        _, err = proc.communicate(timeout=60)
+        assert "administrator" in err.decode("utf-8", "replace")
+        assert site.admin("POST", f"/sessions/{live['id']}/kill").status == 409  # ended
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    kills = site.read("GET", f"/audit?session={live['id']}&kind=admin").json["items"]
+    assert [k["actor"] for k in kills] == [f"token:{site.admin_name}"]
