@@ -15,4 +15,5 @@ def container_view(c: Container) -> dict[str, Any]:
         "image": c.image,
         "state": c.state,
         "labels": dict(c.labels),
+        "engine": c.engine,
     }
