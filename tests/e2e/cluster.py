@@ -18,10 +18,12 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -131,6 +133,41 @@ def running_cluster(
         stop_process(proc)
         for gw in replicas:
             gw.stop(check=False)
+
+
+@contextlib.contextmanager
+def fresh_database(pg_base_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database for a module's cluster (``pg_url`` is per test)."""
+    name = f"sshgw_t_{uuid.uuid4().hex[:12]}"
+    admin_db = f"postgresql://{urlsplit(pg_base_url).netloc}/postgres"
+
+    def psql(sql: str) -> subprocess.CompletedProcess[str]:
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_db, "-tAc", sql]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    res = psql(f'CREATE DATABASE "{name}"')
+    assert res.returncode == 0, res.stderr
+    try:
+        yield f"{pg_base_url}/{name}"
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def started_session(cluster: Cluster, offsets: list[int], timeout: float = 30) -> tuple[int, str]:
+    """Which replica logged a session start after ``offsets`` (its log sizes), and the
+    session's id prefix (12 hex digits, as the log shows it)."""
+    found: list[tuple[int, str]] = []
+
+    def seen() -> bool:
+        for n, gw in enumerate(cluster.replicas):
+            m = re.search(r"session=([0-9a-f]{12})\] session started:", gw.log(offsets[n]))
+            if m:
+                found.append((n, m.group(1)))
+                return True
+        return False
+
+    assert wait_until(seen, timeout=timeout, interval=0.05), "no session started"
+    return found[0]
 
 
 def accepts(port: int) -> bool:
