@@ -206,7 +206,9 @@ class CheckOut(Response):
     user: str
     container: str
     container_id: str | None
-    engine: str | None = None  # the container's engine ("": the local default engine)
+    engine: str | None = Field(
+        default=None, description="The container's engine ('': the local default engine)."
+    )
     right: str
     login: str | None
     grant: int | None
@@ -226,7 +228,6 @@ class ContainerOut(Response):
     state: str
     labels: dict[str, str]
     engine: str = Field(description="The engine it runs on ('': the local default engine).")
-    engine: str = ""  # its engine (sshgw engine list; "": the local default engine)
 
 
 class ContainerList(Response):
