@@ -8,7 +8,10 @@ from gateway.admin.common import pick
 from gateway.admin.when import parse_since
 from gateway.store import AuditRecord, Store
 
-KINDS_HELP = "login, session (session.start, session.end), file, denied, admin"
+KINDS_HELP = (
+    "login, session (session.start, session.end), file, denied, admin, revoked, "
+    "gateway (gateway.drain, gateway.drained), replica (replica.lost)"
+)
 
 
 def event_view(row: AuditRecord) -> dict[str, Any]:
