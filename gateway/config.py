@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -160,6 +161,29 @@ class Settings(BaseSettings):
     # ssh -L / -D into a container that uses the gateway host's network: refused by default
     # (its localhost is the gateway host's); when allowed, only through a relay in the container.
     forward_host_network: bool = False
+    # The web terminal (`ssh alice@gw web web1` prints a one-time link): the address browsers
+    # reach the web listener at, "https://gw.example.com" (scheme, host and port only); its
+    # WebSocket accepts only this origin. Unset: no links.
+    http_public_url: str | None = None
+
+    @field_validator("http_public_url")
+    @classmethod
+    def _check_http_public_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        url = urlsplit(v.strip())
+        try:
+            url.port  # noqa: B018 (raises for a port that is not a number in range)
+        except ValueError:
+            raise InvalidInput(f"http_public_url {v!r} has a bad port") from None
+        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+            raise InvalidInput(f"http_public_url {v!r} is not http(s)://HOST[:PORT]")
+        if url.query or url.fragment or url.username or url.password:
+            raise InvalidInput(f"http_public_url {v!r} is not http(s)://HOST[:PORT]")
+        host = url.hostname if ":" not in url.hostname else f"[{url.hostname}]"
+        default = {"http": 80, "https": 443}[url.scheme]
+        port = f":{url.port}" if url.port not in (None, default) else ""
+        return f"{url.scheme}://{host}{port}"  # as a browser's Origin header says it
 
     @field_validator("accept_env", mode="before")
     @classmethod

@@ -53,7 +53,7 @@ PACKAGES=(
     prometheus:promtool tmux:tmux sshpass:sshpass procps:pgrep iproute2:ss util-linux:flock
     ca-certificates: git:git python3-venv: python3-pip:
     docker-compose:docker-compose systemd:systemd-analyze rclone:rclone sshfs:sshfs lftp:lftp putty-tools:pscp curl:curl
-    haproxy:haproxy
+    haproxy:haproxy chromium:chromium
 )
 
 missing_packages() {

@@ -13,8 +13,8 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import asyncssh
 
@@ -26,8 +26,8 @@ from gateway.errors import (
     GatewayError,
     NoSuchContainer,
 )
-from gateway.ssh.context import SessionContext
-from gateway.ssh.pacing import TokenBucket
+from gateway.ssh.context import ByteReader, ByteWriter, SessionContext
+from gateway.ssh.pacing import EventQueueCap, TokenBucket
 from gateway.ssh.pidmark import PidMarkScanner
 from gateway.ssh.transport import flow_of
 from gateway.ssh.wrapper import (
@@ -40,7 +40,7 @@ from gateway.ssh.wrapper import (
 from gateway.vocab import EndReason, SessionKind
 
 if TYPE_CHECKING:
-    from gateway.ssh.channel import GatewaySession
+    from gateway.ssh.context import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,36 @@ RESIZE_RATE, RESIZE_BURST = 10.0, 10.0  # terminal resizes passed on to the engi
 SIGNAL_RATE, SIGNAL_BURST = 2.0, 8.0  # signals delivered (each is an exec in the container)
 
 
-async def run_exec(session: GatewaySession, ctx: SessionContext) -> int:
+class ExecChannel(Protocol):
+    """What :func:`run_exec` reads from the channel (``asyncssh.SSHServerChannel``)."""
+
+    def get_environment(self) -> Mapping[str, str]: ...
+
+    def get_terminal_type(self) -> str | None: ...
+
+    def get_terminal_size(self) -> tuple[int, int, int, int]: ...
+
+
+class ExecSession(Protocol):
+    """What the bridge needs from the session it serves: an SSH session channel
+    (:class:`~gateway.ssh.channel.GatewaySession`) or a browser's (``gateway.web.terminal``)."""
+
+    gw: Gateway
+    session_id: str
+    gone: asyncio.Event  # set when the client went away
+    events: EventQueueCap  # signals and breaks queued for the reader
+
+    @property
+    def chan(self) -> ExecChannel: ...
+
+    def say(self, writer: ByteWriter, message: str, pty: bool) -> None: ...
+
+    def take_newest_size(self, fallback: tuple[int, int]) -> tuple[int, int]: ...
+
+    def dropped(self, what: str) -> None: ...
+
+
+async def run_exec(session: ExecSession, ctx: SessionContext) -> int:
     """Start the shell or command in the container, then bridge the channel to it."""
     gw = session.gw
     kind, command, pty = ctx.kind, ctx.command, ctx.pty
@@ -97,9 +126,7 @@ async def run_exec(session: GatewaySession, ctx: SessionContext) -> int:
         await stream.close()
 
 
-def exec_env(
-    chan: asyncssh.SSHServerChannel[bytes], accept_env: Sequence[str], pty: bool
-) -> dict[str, str]:
+def exec_env(chan: ExecChannel, accept_env: Sequence[str], pty: bool) -> dict[str, str]:
     """The client's env entries that ``accept_env`` lets through, and TERM with a terminal."""
     env: dict[str, str] = {}
     for key, value in chan.get_environment().items():
@@ -116,7 +143,7 @@ class Bridge:
 
     def __init__(
         self,
-        session: GatewaySession,
+        session: ExecSession,
         ctx: SessionContext,
         stream: ExecStream,
         size: tuple[int, int],
@@ -139,14 +166,14 @@ class Bridge:
         self._unsent: list[tuple[int, bytes]] = []
         self._resizes = TokenBucket(RESIZE_RATE, RESIZE_BURST)
         self._signals = TokenBucket(SIGNAL_RATE, SIGNAL_BURST)
-        self.stdout: asyncssh.SSHWriter[bytes] | None = None
-        self.stderr: asyncssh.SSHWriter[bytes] | None = None
+        self.stdout: ByteWriter | None = None
+        self.stderr: ByteWriter | None = None
 
     async def run(
         self,
-        stdin: asyncssh.SSHReader[bytes],
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
+        stdin: ByteReader,
+        stdout: ByteWriter,
+        stderr: ByteWriter,
         login: str,
     ) -> int:
         self.stdout, self.stderr = stdout, stderr
@@ -190,7 +217,7 @@ class Bridge:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _pump_in(self, stdin: asyncssh.SSHReader[bytes]) -> None:
+    async def _pump_in(self, stdin: ByteReader) -> None:
         while True:
             try:
                 data = await stdin.read(READ_SIZE)
@@ -228,9 +255,7 @@ class Bridge:
                 self.track.input(data)
             await self.stream.write(data)
 
-    async def _pump_out(
-        self, stdout: asyncssh.SSHWriter[bytes], stderr: asyncssh.SSHWriter[bytes]
-    ) -> None:
+    async def _pump_out(self, stdout: ByteWriter, stderr: ByteWriter) -> None:
         marks = self.marks
         while True:
             # Room at the client first, then the next output: while the client is slow the
@@ -256,8 +281,8 @@ class Bridge:
     def _write(
         self,
         out: list[tuple[int, bytes]],
-        stdout: asyncssh.SSHWriter[bytes],
-        stderr: asyncssh.SSHWriter[bytes],
+        stdout: ByteWriter,
+        stderr: ByteWriter,
     ) -> None:
         """Hand output to the channel (which copies it); no reference to it stays here."""
         try:
@@ -269,10 +294,12 @@ class Bridge:
             self.s.gone.set()
             raise _ClientGone() from None
 
-    async def _room(self, writer: asyncssh.SSHWriter[bytes]) -> None:
+    async def _room(self, writer: ByteWriter) -> None:
         """Wait until the channel's window and the client's socket take more output."""
         try:
             await writer.drain()  # the channel's window (stdout and stderr share it)
+            if not isinstance(writer, asyncssh.SSHWriter):
+                return  # the web terminal's drain waits for the browser's socket itself
             # The client's socket: asyncssh queues without limit when the window is large.
             flow = flow_of(writer.channel.get_connection())
             if flow is not None and not flow.writable:
@@ -281,7 +308,7 @@ class Bridge:
             self.s.gone.set()
             raise _ClientGone() from None
 
-    async def _finished(self, login: str, stderr: asyncssh.SSHWriter[bytes]) -> int:
+    async def _finished(self, login: str, stderr: ByteWriter) -> int:
         try:
             code: int | None = await self.stream.wait(timeout=2.0)
         except EngineUnavailable:

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import asyncssh
 from asyncssh.channel import SSHChannel
@@ -24,10 +25,18 @@ from asyncssh.stream import SSHServerStreamSession
 
 from gateway.engines import Container
 from gateway.engines.base import AmbiguousContainer
-from gateway.errors import AccessDenied, ContainerNotRunning, EngineUnavailable, GatewayError
+from gateway.errors import (
+    AccessDenied,
+    BadLogin,
+    ContainerNotRunning,
+    EngineUnavailable,
+    GatewayError,
+    InvalidInput,
+)
 from gateway.observe import SessionInfo, SessionTrack
 from gateway.observe.logs import conn_id_var, session_id_var
 from gateway.policy import Decision, Grant, Subject
+from gateway.routing import parse_login
 from gateway.ssh.authorize import (
     KIND_RIGHT,
     decide_session,
@@ -37,11 +46,12 @@ from gateway.ssh.authorize import (
     reachable,
 )
 from gateway.ssh.bridge import run_exec
-from gateway.ssh.context import SessionContext
+from gateway.ssh.context import ByteWriter, SessionContext
 from gateway.ssh.files import file_access, start_files
-from gateway.ssh.listing import render_listing
+from gateway.ssh.listing import WEB_USAGE, render_listing, render_web_link, web_request
 from gateway.ssh.pacing import EnvBudget, EventQueueCap
 from gateway.ssh.transport import flow_of
+from gateway.store.weblinks import LINK_TTL, WebGrant, digest
 from gateway.vocab import DenyReason, EndReason, SessionKind
 
 if TYPE_CHECKING:
@@ -180,7 +190,10 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         command = chan.get_command() if kind in (SessionKind.EXEC, SessionKind.SCP) else None
         status = 1
         try:
-            if ident.target.container is None:
+            web = web_request(command) if ident.target.container is None else None
+            if web is not None:
+                status = await self._web_link(ident, web, command, stdout, pty)
+            elif ident.target.container is None:
                 status = await self._list(ident, stdout, stderr, pty)
             else:
                 status = await self._session(ident, kind, command, pty, stdin, stdout, stderr)
@@ -204,7 +217,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
                 except Exception as exc:
                     log.debug("exit: %r", exc)
 
-    def say(self, writer: asyncssh.SSHWriter[bytes], message: str, pty: bool) -> None:
+    def say(self, writer: ByteWriter, message: str, pty: bool) -> None:
         """One ``sshgw: …`` line to the client, unless it is gone."""
         if self.gone.is_set():
             return
@@ -271,26 +284,50 @@ class GatewaySession(SSHServerStreamSession[bytes]):
             track.end(1, EndReason.ERROR)
             raise
 
+    async def _web_link(
+        self,
+        ident: Identity,
+        arg: str,
+        command: str | None,
+        stdout: asyncssh.SSHWriter[bytes],
+        pty: bool,
+    ) -> int:
+        """``ssh alice@gw web web1``: a one-time link to a terminal in web1, in the browser
+        (served by ``gateway.web.terminal``), for a user who may have a shell there now."""
+        base = self.gw.settings.http_public_url
+        if not base or self.gw.settings.http_address is None:
+            raise InvalidInput("the web terminal is off on this gateway")
+        try:
+            target = parse_login(f"{ident.user}+{arg}") if arg else None
+        except BadLogin as exc:
+            raise InvalidInput(f"{exc.user_message}; {WEB_USAGE}") from None
+        if target is None or target.container is None:
+            raise InvalidInput(WEB_USAGE)
+        asked = replace(ident, target=target)
+        kind = SessionKind.SHELL
+        grants, container = await grants_and_container(self.gwconn, asked, kind, target.container)
+        decision = self._authorize(asked, grants, container, kind)
+        if not container.running:
+            raise ContainerNotRunning(container.name, container.state)
+        info = self._info(ident, SessionKind.LIST, container, decision.login, command, pty, False)
+        track = self.gw.observer.session_started(info)
+        try:
+            cred = ident.credential  # re-checked again when the browser's session starts
+            proof = cred.key if cred.method == "publickey" else digest(cred.password_hash or "")
+            grant = WebGrant(ident.user, container.name, target.login, cred.method, proof or "")
+            token = await self.gw.store.create_web_link(grant, LINK_TTL)
+        except GatewayError:
+            track.end(1, EndReason.ERROR)
+            raise
+        url = f"{base.rstrip('/')}/web/login#{token}"
+        stdout.write(render_web_link(url, container.name, LINK_TTL, pty=pty))
+        track.end(0, EndReason.EXIT)
+        return 0
+
     def _authorize(
         self, ident: Identity, grants: list[Grant], container: Container, kind: SessionKind
     ) -> Decision:
-        right = KIND_RIGHT[kind]
-        decision = decide_session(ident, grants, container, right)
-        if decision.allowed:
-            return decision
-        reason = deny_reason(decision)
-        self.gw.observer.access_denied(
-            reason, ident.user, container.name, right, self.gwconn.remote, kind=kind
-        )
-        log.info(
-            "conn %s: deny %s %s on %s: %s",
-            self.gwconn.conn_id,
-            ident.user,
-            right,
-            container.name,
-            decision.message,
-        )
-        raise denial(decision, ident, container)
+        return authorize(self.gwconn, ident, grants, container, kind)
 
     async def _session(
         self,
@@ -316,7 +353,7 @@ class GatewaySession(SSHServerStreamSession[bytes]):
         )
         try:
             if kind in (SessionKind.SFTP, SessionKind.SCP):
-                status = await self._files(ctx)
+                status = await self._files(ctx, stdin, stdout, stderr)
             else:
                 status = await run_exec(self, ctx)
         except GatewayError as exc:
@@ -329,14 +366,20 @@ class GatewaySession(SSHServerStreamSession[bytes]):
 
     # SFTP and SCP ----------------------------------------------------------------------------
 
-    async def _files(self, ctx: SessionContext) -> int:
-        track, stderr = ctx.track, ctx.stderr
+    async def _files(
+        self,
+        ctx: SessionContext,
+        stdin: asyncssh.SSHReader[bytes],
+        stdout: asyncssh.SSHWriter[bytes],
+        stderr: asyncssh.SSHWriter[bytes],
+    ) -> int:
+        track = ctx.track
         # Writing is decided for the session's own login, and its paths come from write grants.
         write = decide_write(ctx.ident, self._grants or [], ctx.container, ctx.decision)
         access = file_access(self.gw.engine, ctx, write, self.gw.settings.max_sftp_handles)
         command = None if ctx.kind == SessionKind.SFTP else ctx.command
         server, work = start_files(
-            access, self.chan, command, ctx.stdin, ctx.stdout, stderr, flow_of(self.gwconn.conn)
+            access, self.chan, command, stdin, stdout, stderr, flow_of(self.gwconn.conn)
         )
         if work is None:  # bad scp arguments: asyncssh already answered and exited
             track.end(1, EndReason.ERROR)
@@ -398,7 +441,40 @@ class GatewaySession(SSHServerStreamSession[bytes]):
     # Shell and exec ----------------------------------------------------------------------
 
 
-async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind | None) -> None:
+class Peer(Protocol):
+    """Who a session serves, as the checks below need it: an SSH connection
+    (:class:`~gateway.ssh.server.GatewayConnection`) or a browser's WebSocket."""
+
+    gw: Gateway
+    conn_id: str  # what the observer re-checks the credential under
+    remote: str
+
+
+def authorize(
+    conn: Peer, ident: Identity, grants: list[Grant], container: Container, kind: SessionKind
+) -> Decision:
+    """The grants' decision on a session of ``kind``; a denial is counted, logged and raised
+    as the error the user sees."""
+    right = KIND_RIGHT[kind]
+    decision = decide_session(ident, grants, container, right)
+    if decision.allowed:
+        return decision
+    reason = deny_reason(decision)
+    conn.gw.observer.access_denied(
+        reason, ident.user, container.name, right, conn.remote, kind=kind
+    )
+    log.info(
+        "conn %s: deny %s %s on %s: %s",
+        conn.conn_id,
+        ident.user,
+        right,
+        container.name,
+        decision.message,
+    )
+    raise denial(decision, ident, container)
+
+
+async def _recheck(conn: Peer, ident: Identity, kind: SessionKind | None) -> None:
     """The connection's user and key or password must still be valid for a new channel
     (``kind``: the session's, None for a ProxyJump channel)."""
     gw = conn.gw
@@ -410,9 +486,7 @@ async def _recheck(conn: GatewayConnection, ident: Identity, kind: SessionKind |
         raise AccessDenied(f"access revoked ({reason})")
 
 
-async def grants_rechecked(
-    conn: GatewayConnection, ident: Identity, kind: SessionKind | None
-) -> list[Grant]:
+async def grants_rechecked(conn: Peer, ident: Identity, kind: SessionKind | None) -> list[Grant]:
     """The user's grants, read afresh, once the credential is re-checked (concurrently)."""
     check = asyncio.ensure_future(_recheck(conn, ident, kind))
     try:
@@ -425,7 +499,7 @@ async def grants_rechecked(
 
 
 async def grants_and_container(
-    conn: GatewayConnection, ident: Identity, kind: SessionKind | None, name: str
+    conn: Peer, ident: Identity, kind: SessionKind | None, name: str
 ) -> tuple[list[Grant], Container]:
     """The grants (credential re-checked) and the container ``name``, looked up at once."""
     gw = conn.gw

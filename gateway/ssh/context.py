@@ -8,9 +8,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.routing import Target
 from gateway.ssh.admission import Limits
@@ -86,6 +84,21 @@ class Identity:
     via: str | None = None  # "proxyjump": authenticated by the outer connection of a jump
 
 
+class ByteReader(Protocol):
+    """A session's input as the bridge reads it: an SSH channel's stdin (``asyncssh.SSHReader``)
+    or the web terminal's; a terminal resize arrives as ``asyncssh.TerminalSizeChanged``."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """A session's output: ``write`` hands bytes over (copied), ``drain`` waits for room."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionContext:
     """One authorized session into a container: who, where, as whom, and its three streams."""
@@ -98,6 +111,6 @@ class SessionContext:
     decision: Decision
     track: SessionTrack
     pty: bool
-    stdin: asyncssh.SSHReader[bytes]
-    stdout: asyncssh.SSHWriter[bytes]
-    stderr: asyncssh.SSHWriter[bytes]
+    stdin: ByteReader
+    stdout: ByteWriter
+    stderr: ByteWriter

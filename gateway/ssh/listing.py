@@ -58,3 +58,27 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
         for row in [header, *rows]
     ]
     return "\n".join(lines) + "\n"
+
+
+WEB_USAGE = "usage: ssh USER@gw web CONTAINER[+LOGIN] (a link to a terminal in your browser)"
+
+
+def web_request(command: str | None) -> str | None:
+    """``web CONTAINER[+LOGIN]`` (the command of a login without a container): what follows
+    ``web``, "" when that is not one word; None for any other command (a listing)."""
+    if command is None:
+        return None
+    words = command.split()
+    if not words or words[0] != "web":
+        return None
+    return words[1] if len(words) == 2 else ""
+
+
+def render_web_link(url: str, container: str, ttl: float, *, pty: bool) -> bytes:
+    """What ``ssh alice@gw web web1`` prints: the link, alone on its line, and what it does."""
+    out = (
+        f"{url}\n"
+        f"Open this link within {ttl:.0f} seconds for a terminal in {literal(container)} "
+        "(it works once).\n"
+    )
+    return (out.replace("\n", "\r\n") if pty else out).encode("utf-8", "replace")

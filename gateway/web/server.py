@@ -62,10 +62,11 @@ HSTS = "max-age=31536000"
 def parts() -> tuple[RouteAdder, ...]:
     """Each part of the site, as its ``add_routes(app, gw)``: one line per part."""
     from gateway.web.api import add_routes as api_routes
+    from gateway.web.terminal import add_routes as terminal_routes
 
     return (
         api_routes,  # /api/v1 (gateway.web.api)
-        # the web terminal (gateway.web.terminal) goes here
+        terminal_routes,  # /web/ (gateway.web.terminal)
     )
 
 

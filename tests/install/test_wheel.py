@@ -44,6 +44,31 @@ def test_sdist_and_wheel_ship_the_migrations(dists: Dists) -> None:
     assert dists.sdist.name == f"sshgw-{gateway.__version__}.tar.gz"
 
 
+WEB_FILES = (
+    "login.html",
+    "login.js",
+    "term.html",
+    "term.js",
+    "site.css",
+    "vendor/xterm.js",
+    "vendor/xterm.css",
+    "vendor/addon-fit.js",
+    "vendor/LICENSE.xterm",
+    "vendor/LICENSE.addon-fit",
+)
+
+
+def test_sdist_and_wheel_ship_the_web_terminal(dists: Dists) -> None:
+    """The terminal's pages and xterm.js (with its license) are package data: the gateway
+    serves them from the installed package, never from a CDN."""
+    wheel_names = set(zipfile.ZipFile(dists.wheel).namelist())
+    with tarfile.open(dists.sdist) as tar:
+        sdist_names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    for name in WEB_FILES:
+        assert f"gateway/web/static/{name}" in wheel_names, f"{name} missing from the wheel"
+        assert f"gateway/web/static/{name}" in sdist_names, f"{name} missing from the sdist"
+
+
 def _banner(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
