@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e import apiclient
 from tests.e2e.apiclient import web_gateway
-from tests.e2e.helpers import Gateway, GatewayFactory, free_port
-from tests.support.process import HOST
+from tests.e2e.helpers import Gateway, GatewayFactory, free_port, wait_until
+from tests.support.process import HOST, listening
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -163,3 +163,28 @@ def test_malformed_request_is_refused_without_a_traceback(
         reply = s.recv(4096)
     assert reply.split(b" ")[1] == b"400"  # answered by aiohttp itself, before the app
     assert "Traceback" not in gw.log()
+
+
+@pytest.mark.postgres
+def test_tokens_on_postgresql(tmp_path: Path, pg_url: str, docker_host: str) -> None:
+    """The token store behind a live listener on PostgreSQL: made, used, scoped, removed."""
+    port = free_port()
+    gw = Gateway(tmp_path, {"SSHGW_DATABASE_URL": pg_url, "SSHGW_HTTP_LISTEN": f"{HOST}:{port}"})
+    gw.cli("db", "upgrade")
+    admin = apiclient.new_token(gw, "pg-admin", "admin")
+    read = apiclient.new_token(gw, "pg-read", "read")
+    gw.start()
+    try:
+        assert wait_until(lambda: listening(port), 30)
+        r = apiclient.Api(port, admin)("POST", "/groups", {"name": "pg-ops"})
+        assert r.status == 201, r.body
+        assert apiclient.Api(port, read)("POST", "/groups", {"name": "pg-x"}).status == 403
+        assert apiclient.Api(port, read)("GET", "/groups").json["items"][0]["name"] == "pg-ops"
+        gw.cli("token", "remove", "pg-admin")
+        assert apiclient.Api(port, admin)("GET", "/groups").status == 401
+        events = apiclient.Api(port, read)("GET", "/audit?kind=admin").json["items"]
+        assert [e["actor"] for e in events if e["detail"]["action"] == "group.add"] == [
+            "token:pg-admin"
+        ]
+    finally:
+        gw.stop()
