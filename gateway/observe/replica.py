@@ -100,6 +100,8 @@ class Replica:
                     await self.tick(live)
             except (GatewayError, TimeoutError) as exc:
                 log.warning("replica heartbeat: %s", getattr(exc, "user_message", "timed out"))
+            except Exception:  # a bug must not stop the heartbeat: the others would mark us lost
+                log.exception("replica heartbeat failed")
 
     async def tick(self, live: Callable[[], Sequence[str]]) -> None:
         gap = None if self._last_ok is None else time.monotonic() - self._last_ok
