@@ -24,9 +24,16 @@ def user_with_grants_view(u: UserInfo, grants: list[Grant]) -> dict[str, Any]:
     return {**user_view(u), "grants": [grant_view(g) for g in grants]}
 
 
+# argon2 takes 64 MiB per hash: at most this many at once (API requests arrive together).
+_HASHING = asyncio.Semaphore(2)
+
+
 async def hashed(password: str | None) -> str | None:
     """The argon2 hash of ``password`` (64 MiB, off the event loop), or None."""
-    return await asyncio.to_thread(hash_password, password) if password is not None else None
+    if password is None:
+        return None
+    async with _HASHING:
+        return await asyncio.to_thread(hash_password, password)
 
 
 async def add_user(
