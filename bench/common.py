@@ -289,9 +289,13 @@ class Gateway(GatewayProcess):
     what = "sshgw"
 
     def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
-        super().__init__(
-            root, {"SSHGW_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1"}, extra_env
-        )
+        # No drain on SIGTERM: a benchmark's stop is at once.
+        settings = {
+            "SSHGW_LOG_LEVEL": "WARNING",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SSHGW_DRAIN_TIMEOUT": "0",
+        }
+        super().__init__(root, settings, extra_env)
 
     def cli(
         self, *args: str, input: str | None = None, timeout: float = 120
