@@ -73,7 +73,13 @@ class ExtraEngine(EngineCli):
 
     def argv(self) -> list[str]:
         r = self.root
+        # In a network namespace of its own: a dockerd started with --bridge=none deletes the
+        # host's docker0 (moby's removeDefaultBridgeInterface), which breaks the main engine's
+        # containers. unshare execs dockerd (same pid); the socket is a file, reachable as before.
         return [
+            "unshare",
+            "--net",
+            "--",
             "dockerd",
             "--data-root",
             str(r / "data"),
