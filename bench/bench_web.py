@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     ap.add_argument("--screenshot", type=Path, help="save a screenshot of the terminal page here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--chromium-arg", action="append", default=[], help="an extra chromium flag (repeatable)"
+    )
     args = ap.parse_args(argv)
 
     ssh_t: list[float] = []
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     web_frame: list[float] = []
     web_paint: list[float] = []
     try:
-        with web_bench(args.keep) as b, chromium(b.tmp / "chromium") as browser:
+        with web_bench(args.keep) as b, chromium(b.tmp / "chromium", args.chromium_arg) as browser:
             target = f"{b.user}+{b.container.name}"
             gw_ssh = b.gw_ssh(":")  # [ssh, options…, -T, …, alice+c@127.0.0.1, ":"]
             ssh = SshTerminal(["ssh", "-tt", *[a for a in gw_ssh[1:-1] if a != "-T"]])

@@ -86,6 +86,24 @@ def user_with_container(
     return user, c
 
 
+def sleeping(
+    gw: Gateway, page: Page, make_container: MakeContainer, image: str, prefix: str, secs: int
+) -> tuple[str, str]:
+    """A user's page with ``sleep SECS`` running in a new container: (user, container)."""
+    user, c = user_with_container(gw, make_container, image, prefix)
+    open_terminal(page, link_for(gw, user, c)[0])
+    page.keyboard.type(f"sleep {secs}\n")
+    assert wait_until(lambda: has_process(c, rf"sleep {secs}\b"), timeout=30)
+    return user, c
+
+
+def shell_session(gw: Gateway, user: str) -> dict[str, object]:
+    """The user's one shell session (the link's own session is a listing)."""
+    shown = json.loads(gw.cli("sessions", "--user", user, "--json").stdout)
+    (shell,) = [s for s in shown if s["kind"] == "shell"]
+    return dict(shell)
+
+
 def active(gw: Gateway, user: str) -> list[dict[str, object]]:
     res = gw.cli("sessions", "--active", "--user", user, "--json")
     return list(json.loads(res.stdout))
@@ -251,11 +269,7 @@ def test_kill_from_the_cli_ends_the_page_session(
     web: tuple[Gateway, str], page: Page, make_container: MakeContainer, busybox_image: str
 ) -> None:
     gw, _ = web
-    user, c = user_with_container(gw, make_container, busybox_image, "wk")
-    url, _ = link_for(gw, user, c)
-    open_terminal(page, url)
-    page.keyboard.type("sleep 321\n")
-    assert wait_until(lambda: has_process(c, r"sleep 321\b"), timeout=30)
+    user, c = sleeping(gw, page, make_container, busybox_image, "wk", 321)
     (sess,) = active(gw, user)
     gw.cli("sessions", "kill", str(sess["id"]))
     page.wait_for_function(ENDED, timeout=30_000)
@@ -270,18 +284,12 @@ def test_revocation_ends_the_page_session(
     """The key the link was asked with is the page's credential: the observer re-checks it
     like an SSH connection's, and a disabled user's page session ends."""
     gw, _ = web
-    user, c = user_with_container(gw, make_container, busybox_image, "wv")
-    url, _ = link_for(gw, user, c)
-    open_terminal(page, url)
-    page.keyboard.type("sleep 432\n")
-    assert wait_until(lambda: has_process(c, r"sleep 432\b"), timeout=30)
+    user, c = sleeping(gw, page, make_container, busybox_image, "wv", 432)
     gw.cli("user", "disable", user)
     page.wait_for_function(ENDED, timeout=30_000)
     assert "your access was revoked" in terminal_text(page)
     assert wait_until(lambda: not has_process(c, r"sleep 432\b"), timeout=30)
-    shown = json.loads(gw.cli("sessions", "--user", user, "--json").stdout)
-    (shell,) = [s for s in shown if s["kind"] == "shell"]
-    assert shell["end_reason"] == "revoked", shell
+    assert shell_session(gw, user)["end_reason"] == "revoked"
 
 
 def test_closing_the_page_ends_the_session(
@@ -291,18 +299,12 @@ def test_closing_the_page_ends_the_session(
     busybox_image: str,
 ) -> None:
     gw, _ = web
-    user, c = user_with_container(gw, make_container, busybox_image, "wc")
-    url, _ = link_for(gw, user, c)
     page = browser.new_page()
-    open_terminal(page, url)
-    page.keyboard.type("sleep 654\n")
-    assert wait_until(lambda: has_process(c, r"sleep 654\b"), timeout=30)
+    user, c = sleeping(gw, page, make_container, busybox_image, "wc", 654)
     page.close()
     assert wait_until(lambda: active(gw, user) == [], timeout=30)
     assert wait_until(lambda: not has_process(c, r"sleep 654\b"), timeout=30)
-    shown = json.loads(gw.cli("sessions", "--user", user, "--json").stdout)
-    (shell,) = [s for s in shown if s["kind"] == "shell"]
-    assert shell["end_reason"] == "client_gone", shell
+    assert shell_session(gw, user)["end_reason"] == "client_gone"
 
 
 def test_access_is_checked_again_when_the_page_opens(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,7 +31,7 @@ ARGS = [
 
 
 @contextmanager
-def chromium(profile_dir: Path) -> Iterator[BrowserContext]:
+def chromium(profile_dir: Path, extra_args: Sequence[str] = ()) -> Iterator[BrowserContext]:
     """A headless Chromium with a fresh profile in ``profile_dir``; closed on exit."""
     profile_dir.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -39,7 +39,7 @@ def chromium(profile_dir: Path) -> Iterator[BrowserContext]:
             str(profile_dir),
             executable_path=CHROMIUM,
             headless=True,
-            args=ARGS,
+            args=[*ARGS, *extra_args],
             viewport={"width": 900, "height": 500},
         )
         try:
