@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.engines.base import AmbiguousContainer
 from gateway.errors import EngineUnavailable, InvalidInput, NoSuchContainer
 from gateway.policy import KNOWN_RIGHTS, Decision, Right, format_ports
 from gateway.ssh.authorize import decide_access
@@ -56,6 +57,8 @@ async def evaluate(
     container: Container | None = None
     try:
         container = await engine.resolve(ref)
+    except AmbiguousContainer as exc:  # an admin sees every engine that has it
+        warnings.append(f"{exc.naming(exc.candidates).user_message}; evaluated by name only")
     except NoSuchContainer:
         warnings.append(
             f"container {ref} is unknown to the Docker engine: evaluated by name only, "
@@ -83,6 +86,7 @@ def check_view(result: CheckResult) -> dict[str, Any]:
         "user": result.user,
         "container": result.container.name if result.container else result.ref,
         "container_id": result.container.id if result.container else None,
+        "engine": result.container.engine if result.container else None,
         "right": d.right,
         "login": d.login,
         "grant": d.grant.id if d.grant else None,

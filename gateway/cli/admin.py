@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -9,15 +10,15 @@ import typer
 from gateway.admin.checks import CheckResult, check_request, check_view, evaluate
 from gateway.admin.containers import container_view
 from gateway.cli.common import open_store, run, settings
+from gateway.cli.engines import fleet_for
 from gateway.cli.show import labels_text, print_json, say, table
-from gateway.config import Settings
 from gateway.datadir import prepare_data_dir
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Right, format_ports
 from gateway.store import Store
 
 if TYPE_CHECKING:
-    from gateway.engines.docker import Container, DockerEngine
+    from gateway.engines.base import Container
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -31,12 +32,6 @@ def register(app: typer.Typer) -> None:
     app.command("check")(check)
     app.command("containers")(containers)
     app.add_typer(hostkey_app, name="hostkey")
-
-
-def engine_for(cfg: Settings) -> DockerEngine:
-    from gateway.engines.docker import DockerEngine  # aiohttp is slow to import
-
-    return DockerEngine(cfg.docker_host, cfg.docker_tls_verify, cfg.docker_cert_path)
 
 
 # serve ----------------------------------------------------------------------------------
@@ -143,12 +138,12 @@ def check(
     cfg = settings(ctx)
 
     async def go() -> CheckResult:
-        engine = engine_for(cfg)
-        try:
-            async with open_store(cfg) as store:
+        async with open_store(cfg) as store:
+            engine = await fleet_for(cfg, store)
+            try:
                 return await evaluate(store, engine, user, container, right, login, port)
-        finally:
-            await engine.close()
+            finally:
+                await engine.close()
 
     result = run(go())
     d = result.decision
@@ -157,6 +152,8 @@ def check(
     else:
         say("ALLOW" if d.allowed else "DENY")
         say(d.message)
+        if result.container is not None and result.container.engine:
+            say(f"engine: {result.container.engine}")
         if d.allowed:
             say(f"login: {d.login or 'the image user'}")
             if d.right == Right.FORWARD:
@@ -173,23 +170,33 @@ def check(
 
 
 def containers(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Containers the gateway sees on its Docker engine."""
+    """Containers the gateway sees on its Docker engines (sshgw engine list)."""
     cfg = settings(ctx)
 
-    async def go() -> list[Container]:
-        engine = engine_for(cfg)
-        try:
-            return await engine.list_containers()
-        finally:
-            await engine.close()
+    async def go() -> tuple[list[Container], list[str]]:
+        async with open_store(cfg) as store:
+            engine = await fleet_for(cfg, store)
+            try:
+                found = await engine.list_containers()
+                down = [
+                    f"engine {s.name} unavailable: {s.error}" for s in engine.states() if s.error
+                ]
+                return found, down
+            finally:
+                await engine.close()
 
-    found = run(go())
+    found, down = run(go())
+    for line in down:
+        print(f"warning: {line}", file=sys.stderr)
     if as_json:
         print_json([container_view(c) for c in found])
         return
     table(
-        ["NAME", "ID", "IMAGE", "STATE", "LABELS"],
-        ([c.name, c.short_id, c.image, c.state, labels_text(c.labels)] for c in found),
+        ["NAME", "ENGINE", "ID", "IMAGE", "STATE", "LABELS"],
+        (
+            [c.name, c.engine or "-", c.short_id, c.image, c.state, labels_text(c.labels)]
+            for c in found
+        ),
     )
 
 

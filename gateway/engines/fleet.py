@@ -270,6 +270,8 @@ class Fleet:
             # The stream is open once the engine answered the request; list after that, so an
             # event between the listing and the stream is not lost.
             await asyncio.wait({read}, timeout=0.05)
+            if read.done() and read.exception() is not None:
+                read.result()  # the stream could not be opened: raises
             m.version = await m.engine.version()
             m.directory.replace_all(await m.engine.list_containers())
             m.state, m.error = "up", ""
@@ -292,6 +294,8 @@ class Fleet:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+                elif task is not None and not task.cancelled():
+                    task.exception()  # retrieved: not logged as "never retrieved"
             with contextlib.suppress(Exception):
                 await events.aclose()
 

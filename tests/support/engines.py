@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.support.containers import docker_run_argv, owned_labels
@@ -96,6 +96,14 @@ class ExtraEngine(EngineCli):
         ]
 
     def start(self, timeout: float = 60) -> None:
+        try:
+            self._start(timeout)
+        except RuntimeError:
+            # A containerd of the killed daemon may still hold its socket: once more without it.
+            self._kill_leftovers(lambda argv: Path(argv[0]).name in ("containerd", "dockerd"))
+            self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         with (self.root / "log").open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(),
@@ -132,10 +140,12 @@ class ExtraEngine(EngineCli):
             raise RuntimeError(f"loading {BUSYBOX} into {self.name}: {res.stderr.decode()}")
 
     def kill(self) -> None:
-        """SIGKILL the daemon (its containers live on: live restore)."""
+        """SIGKILL the daemon and its containerd (the containers live on in their shims: live
+        restore; a new daemon starts its own containerd, which finds them)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self._kill_leftovers(lambda argv: Path(argv[0]).name == "containerd")
 
     def stop(self) -> None:
         """Remove its containers, stop the daemon and its containerd, delete its directory."""
@@ -152,15 +162,16 @@ class ExtraEngine(EngineCli):
         self._kill_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _kill_leftovers(self) -> None:
-        """containerd and shims of this engine still running (after a SIGKILL of dockerd)."""
+    def _kill_leftovers(self, which: Callable[[list[str]], bool] = lambda argv: True) -> None:
+        """Processes of this engine still running (containerd, shims) that ``which`` picks."""
         marker = str(self.root).encode()
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
             with contextlib.suppress(OSError):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if marker in cmdline:
+                argv = cmdline.decode(errors="replace").split("\0")
+                if marker in cmdline and which(argv):
                     os.kill(int(pid), signal.SIGKILL)
         with contextlib.suppress(OSError):
             subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
