@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from gateway.config import Settings
 from gateway.errors import InvalidInput
-from gateway.web.terminal import _size
+from gateway.observe.revoke import LiveConn, revocation
+from gateway.store import AuthUser
+from gateway.store.weblinks import WebGrant, digest
+from gateway.web.terminal import _credential, _size
 from gateway.web.termio import IN_HIGH, OUT_HIGH, WebInput, WebOutput, parse_control
 
 
@@ -132,3 +135,23 @@ def test_the_public_url_is_an_origin() -> None:
     for bad in ("ftp://gw", "https://gw/web", "https://u:p@gw", "https://gw:99999", "gw:8022"):
         with pytest.raises(InvalidInput):
             Settings(http_public_url=bad)
+
+
+def test_the_links_credential_is_rechecked_as_a_connections() -> None:
+    """A link asked for with a password stays good only while that password hash is the
+    user's; one asked for with a key, while the key is the user's (gateway.observe.revoke)."""
+    user = AuthUser("alice", False, "$argon2id$old", (), frozenset())
+    by_password = WebGrant("alice", "web1", None, "password", digest("$argon2id$old"))
+    live = LiveConn("c", "alice", "-", "password", None, None, lambda: None)
+    cred = _credential(by_password, user)
+    live.password_hash = cred.password_hash
+    assert revocation(live, user) is None
+    changed = AuthUser("alice", False, "$argon2id$new", (), frozenset())
+    cred = _credential(by_password, changed)
+    live.password_hash = cred.password_hash
+    assert revocation(live, changed) == "password changed"
+    by_key = WebGrant("alice", "web1", None, "publickey", "SHA256:gone")
+    cred = _credential(by_key, user)
+    assert cred.key == "SHA256:gone"
+    key_live = LiveConn("c", "alice", "-", "publickey", cred.key, None, lambda: None)
+    assert revocation(key_live, user) == "key removed"
