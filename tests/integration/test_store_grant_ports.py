@@ -20,18 +20,23 @@ async def _upgrade_to(store: Store, revision: str) -> None:
         await conn.run_sync(run)
 
 
+async def _old_grant(s: Store, revision: str, rights: str) -> None:
+    """A database at ``revision`` with user alice and one grant of ``rights`` on web*."""
+    await _upgrade_to(s, revision)
+    async with s.engine.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO users (name) VALUES ('alice')"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO grants (user_id, target, labels, rights) "
+                f"SELECT id, 'web*', '{{}}', '{rights}' FROM users WHERE name = 'alice'"
+            )
+        )
+
+
 async def test_an_existing_database_gets_ports(db_url: str) -> None:
     s = Store.from_url(db_url)
     try:
-        await _upgrade_to(s, "0001")
-        async with s.engine.begin() as conn:
-            await conn.execute(sa.text("INSERT INTO users (name) VALUES ('alice')"))
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO grants (user_id, target, labels, rights) "
-                    "SELECT id, 'web*', '{}', 'forward,shell' FROM users WHERE name = 'alice'"
-                )
-            )
+        await _old_grant(s, "0001", "forward,shell")
         assert await s.schema_state() != "current"
         await s.upgrade()
         assert await s.is_current()
@@ -48,15 +53,7 @@ async def test_an_existing_database_gets_ports(db_url: str) -> None:
 async def test_0003_gives_existing_grants_any_engine(db_url: str) -> None:
     s = Store.from_url(db_url)
     try:
-        await _upgrade_to(s, "0002")
-        async with s.engine.begin() as conn:
-            await conn.execute(sa.text("INSERT INTO users (name) VALUES ('alice')"))
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO grants (user_id, target, labels, rights) "
-                    "SELECT id, 'web*', '{}', 'shell' FROM users WHERE name = 'alice'"
-                )
-            )
+        await _old_grant(s, "0002", "shell")
         await s.upgrade()
         (old,) = await s.grants_for("alice")
         assert old.engine == "*"
