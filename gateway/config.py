@@ -207,7 +207,10 @@ class Settings(BaseSettings):
     def _check_http_proxy_from(cls, v: Any) -> Any:
         items = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
         if isinstance(items, list):
-            parse_networks([str(i) for i in items])
+            try:
+                parse_networks([str(i) for i in items])
+            except InvalidInput as exc:
+                raise InvalidInput("http_" + exc.user_message) from None
         return items
 
     @model_validator(mode="after")

@@ -41,18 +41,14 @@ def security_headers_of(headers: http.client.HTTPMessage) -> None:
 
 
 @pytest.fixture(scope="module")
-def plain(gateway_factory: GatewayFactory) -> int:
+def plain(gateway_factory: GatewayFactory) -> tuple[Gateway, int]:
     # 127.0.0.1 is a trusted proxy; ::1 exists only so the list has two entries.
-    _, port = web_gateway(gateway_factory, SSHGW_HTTP_PROXY_FROM="127.0.0.1/32,::1")
-    return port
+    return web_gateway(gateway_factory, SSHGW_HTTP_PROXY_FROM="127.0.0.1/32,::1")
 
 
-def test_off_by_default(gateway: Gateway) -> None:
-    assert "web listener" not in gateway.log()
-
-
-def test_unknown_path_is_json_404_with_headers(plain: int) -> None:
-    status, headers, body = request(plain, "GET", "/nothing/here")
+def test_unknown_path_is_json_404_with_headers(plain: tuple[Gateway, int]) -> None:
+    _, port = plain
+    status, headers, body = request(port, "GET", "/nothing/here")
     assert status == 404
     security_headers_of(headers)
     assert headers["Content-Type"].startswith("application/json")
@@ -60,21 +56,23 @@ def test_unknown_path_is_json_404_with_headers(plain: int) -> None:
     assert err["code"] == "not_found" and err["message"] and "field" in err
 
 
-def test_wrong_method_is_json_405(plain: int) -> None:
-    status, headers, body = request(plain, "DELETE", "/api/v1/openapi.json")
+def test_wrong_method_is_json_405(plain: tuple[Gateway, int]) -> None:
+    _, port = plain
+    status, headers, body = request(port, "DELETE", "/api/v1/openapi.json")
     assert status == 405
     security_headers_of(headers)
     assert json.loads(body)["error"]["code"] == "method_not_allowed"
     assert "GET" in (headers["Allow"] or "")
 
 
-def test_forwarded_proto_from_a_trusted_proxy(plain: int) -> None:
+def test_forwarded_proto_from_a_trusted_proxy(plain: tuple[Gateway, int]) -> None:
     """The test client connects from 127.0.0.1, a trusted proxy here: its X-Forwarded-Proto
     https makes the request secure (HSTS); without it, no HSTS."""
-    _, headers, _ = request(plain, "GET", "/api/v1/openapi.json")
+    _, port = plain
+    _, headers, _ = request(port, "GET", "/api/v1/openapi.json")
     assert headers["Strict-Transport-Security"] is None
     _, headers, _ = request(
-        plain, "GET", "/api/v1/openapi.json", headers={"X-Forwarded-Proto": "https"}
+        port, "GET", "/api/v1/openapi.json", headers={"X-Forwarded-Proto": "https"}
     )
     assert headers["Strict-Transport-Security"]
 
@@ -154,10 +152,8 @@ def test_bad_tls_files_stop_the_start_with_one_line(
     assert "TLS certificate" in res.stderr
 
 
-def test_malformed_request_is_refused_without_a_traceback(
-    gateway_factory: GatewayFactory,
-) -> None:
-    gw, port = web_gateway(gateway_factory)
+def test_malformed_request_is_refused_without_a_traceback(plain: tuple[Gateway, int]) -> None:
+    gw, port = plain
     with socket.create_connection((HOST, port), timeout=30) as s:
         s.sendall(b"GET /api/v1/users HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n")
         reply = s.recv(4096)

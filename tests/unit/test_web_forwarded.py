@@ -3,6 +3,8 @@ web listener's error shape (gateway.web.problems)."""
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from gateway.ssh.proxyproto import parse_networks
 from gateway.web.forwarded import MAX_HOPS, client_of
@@ -59,3 +61,16 @@ def test_errors_map_to_statuses() -> None:
     status, body = from_error(InvalidInput("bad"))
     assert status == 422 and body == {"error": {"code": "invalid", "message": "bad", "field": None}}
     assert from_error(StoreUnavailable("down"))[0] == 503
+
+
+def test_listener_settings() -> None:
+    from gateway.config import Settings
+
+    assert Settings().http_address is None  # off by default
+    cfg = Settings(http_listen="127.0.0.1:8022", http_proxy_from="10.0.0.1, 10.1.0.0/16")
+    assert cfg.http_address == ("127.0.0.1", 8022)
+    assert [str(n) for n in cfg.http_proxy_networks] == ["10.0.0.1/32", "10.1.0.0/16"]
+    with pytest.raises(InvalidInput):
+        Settings(http_listen="x", http_tls_cert="/c.pem")  # a key goes with it
+    with pytest.raises(InvalidInput, match=r"http_proxy_from: 'example\.com' is not an IP"):
+        Settings(http_proxy_from="example.com")
