@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ STDERR_KEEP = 4096
 # Output a one-shot transfer may send before its shell announced its process (streams of one
 # exec are not ordered against each other, so a little stdout may come first).
 START_OUTPUT_MAX = 1 << 20
+# Helper shells one session may run at once: its requests can run at the same time
+# (gateway.sftp.order), each helper answers one at a time.
+POOL_SIZE = 4
 # "exec: not found" style failures of the runtime come back as 126/127.
 _NOT_FOUND_CODES = (126, 127)
 
@@ -254,6 +258,95 @@ class ShellHelper:
             await self._kill()
 
 
+class HelperPool:
+    """The helper shells of one session: :meth:`call` takes an idle one, and starts another
+    (up to ``size``) while all are busy. Each starts like the first, with the same checks;
+    one that cannot start (the container limits its processes, say) stops the growth, and
+    the call waits for a helper that runs. Requests hold no state in a helper (each names its
+    directory and its file), so any helper can answer any request."""
+
+    def __init__(
+        self, engine: Engine, container_id: str, login: str, size: int = POOL_SIZE
+    ) -> None:
+        self._where = (engine, container_id, login)
+        self.first = self._new()
+        self._all = [self.first]
+        self._idle: deque[ShellHelper] = deque([self.first])
+        self._waiting: deque[asyncio.Future[ShellHelper]] = deque()
+        self._size = size
+        self._closed = False
+
+    def _new(self) -> ShellHelper:
+        return ShellHelper(*self._where)
+
+    def __repr__(self) -> str:
+        return f"<HelperPool {self.first!r} +{len(self._all) - 1}>"
+
+    @property
+    def info(self) -> HelperInfo | None:
+        return self.first.info
+
+    async def start(self) -> HelperInfo:
+        return await self.first.start()
+
+    async def call(
+        self,
+        func: str,
+        *args: bytes | str | int,
+        data: bytes | None = None,
+        limit: int = DEFAULT_LIMIT,
+        timeout: float = 120.0,
+    ) -> tuple[int, bytes]:
+        """:meth:`ShellHelper.call` on an idle helper of the session."""
+        helper = await self._take()
+        try:
+            return await helper.call(func, *args, data=data, limit=limit, timeout=timeout)
+        finally:
+            self._give(helper)
+
+    async def _take(self) -> ShellHelper:
+        if self._closed:
+            raise ContainerGone("the file session has ended")
+        if self._idle:
+            return self._idle.popleft()
+        if len(self._all) < self._size and self.first.info is not None:
+            helper = self._new()
+            self._all.append(helper)
+            try:
+                await helper.start()
+                return helper
+            except (FSError, GatewayError) as exc:
+                log.info("no further file helper (%d run): %s", len(self._all) - 1, exc)
+                self._all.remove(helper)
+                self._size = len(self._all)
+                await helper.close()
+        waiter: asyncio.Future[ShellHelper] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give(waiter.result())  # handed over just as the caller gave up
+            raise
+
+    def _give(self, helper: ShellHelper) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(helper)
+                return
+        self._idle.append(helper)
+
+    async def close(self) -> None:
+        self._closed = True
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(ContainerGone("the file session has ended"))
+        self._waiting.clear()
+        for helper in self._all:
+            await helper.close()
+
+
 class OneShot:
     """A dedicated process for one data stream: the first stdin line is the command.
 
@@ -262,7 +355,7 @@ class OneShot:
     connection alone leaves a blocked writer behind: Docker cannot signal an exec).
     """
 
-    def __init__(self, stream: ExecStream, stopper: ShellHelper | None = None) -> None:
+    def __init__(self, stream: ExecStream, stopper: ShellHelper | HelperPool | None = None) -> None:
         self._stream = stream
         # Stops the process when the stream is given up half-way (see :meth:`stop`).
         self._stopper = stopper
@@ -283,7 +376,7 @@ class OneShot:
         container_id: str,
         login: str,
         line: bytes,
-        stopper: ShellHelper | None = None,
+        stopper: ShellHelper | HelperPool | None = None,
     ) -> OneShot:
         """Start ``line`` (a shell command line built with :func:`~.shell.sq`).
 

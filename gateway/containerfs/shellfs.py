@@ -23,7 +23,7 @@ import re
 from gateway.containerfs.backend import Attrs, Forget, OpenFlags, VFSStat, Where
 from gateway.containerfs.errors import FSError, show_path
 from gateway.containerfs.files import MAX_READ, SMALL_READ, SMALL_WRITE, DataStream, WriteFile
-from gateway.containerfs.helper import DEFAULT_LIMIT, LIST_LIMIT, HelperInfo, OneShot, ShellHelper
+from gateway.containerfs.helper import DEFAULT_LIMIT, LIST_LIMIT, HelperInfo, HelperPool, OneShot
 from gateway.containerfs.shell import (
     Stat,
     classify,
@@ -48,7 +48,7 @@ class ShellBackend:
         self.engine = engine
         self.container_id = container_id
         self.login = login
-        self.helper = ShellHelper(engine, container_id, login)
+        self.helper = HelperPool(engine, container_id, login)
 
     def __repr__(self) -> str:
         return f"<ShellBackend {self.helper!r}>"

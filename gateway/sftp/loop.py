@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from typing import Protocol
 
 import asyncssh
-from asyncssh import SFTPFailure, SFTPInvalidHandle, SFTPNoConnection
+from asyncssh import SFTPBadMessage, SFTPFailure, SFTPInvalidHandle, SFTPNoConnection
 from asyncssh.constants import FXP_OPEN, FXP_OPENDIR
-from asyncssh.packet import Byte, SSHPacket, UInt32
+from asyncssh.packet import Byte, PacketDecodeError, SSHPacket, UInt32
 from asyncssh.sftp import SFTPServerHandler
 
 from gateway.sftp.compat import LenientSFTPHandler
+from gateway.sftp.order import Order, Ticket, claim_of, normalizer
+
+log = logging.getLogger(__name__)
 
 # Server-side copies (the copy-data extension) go through the container: bounded per request.
 COPY_DATA_MAX = 64 << 20
@@ -64,6 +68,9 @@ class PacedSFTPHandler(LenientSFTPHandler):
         self._out: list[bytes] = []
         self._out_len = 0
         self._out_scheduled = False
+        self._opening = 0  # OPEN/OPENDIR requests running (their handles are not counted yet)
+        start_dir = getattr(server, "start_dir", None)
+        self._normalize = normalizer(start_dir if callable(start_dir) else lambda: None)
 
     def send_packet(self, pkttype: int, pktid: int | None, *args: bytes) -> None:
         """asyncssh's ``send_packet``, but replies of one turn leave joined (:data:`SEND_BATCH`)."""
@@ -104,19 +111,92 @@ class PacedSFTPHandler(LenientSFTPHandler):
 
     def _check_handles(self) -> None:
         """asyncssh keeps every handle a client opens (directories cost nothing to open):
-        at most ``max_handles`` files and directories at once."""
-        if len(self._file_handles) + len(self._dir_handles) >= self._max_handles:
+        at most ``max_handles`` files and directories at once (opens still running count)."""
+        held = len(self._file_handles) + len(self._dir_handles) + self._opening
+        if held >= self._max_handles:
             raise SFTPFailure(f"too many open handles (at most {self._max_handles})")
 
     async def _process_open_bounded(self, packet: SSHPacket) -> bytes:
         self._check_handles()
-        handle: bytes = await SFTPServerHandler._process_open(self, packet)
+        self._opening += 1
+        try:
+            handle: bytes = await SFTPServerHandler._process_open(self, packet)
+        finally:
+            self._opening -= 1
         return handle
 
     async def _process_opendir_bounded(self, packet: SSHPacket) -> bytes:
         self._check_handles()
-        handle: bytes = await SFTPServerHandler._process_opendir(self, packet)
+        self._opening += 1
+        try:
+            handle: bytes = await SFTPServerHandler._process_opendir(self, packet)
+        finally:
+            self._opening -= 1
         return handle
+
+    def _handle_path(self, handle: bytes) -> bytes | None:
+        file_obj = self._file_handles.get(handle)
+        if file_obj is None:
+            return None
+        path_of = getattr(self._server, "handle_path", None)
+        path = path_of(file_obj) if callable(path_of) else None
+        return self._normalize(path) if isinstance(path, bytes) else None
+
+    async def recv_packets(self) -> None:
+        """asyncssh's request loop, but requests that cannot see each other's effects run at
+        the same time (:mod:`gateway.sftp.order`); the others keep their order. The session
+        ends (``_cleanup``) only after every request read before the end has been answered."""
+        order = Order()
+        room = asyncio.Event()
+        finished: dict[Ticket, asyncio.Event] = {}
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def serve(ticket: Ticket, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+            try:
+                for earlier in ticket.after:
+                    ev = finished.get(earlier)
+                    if ev is not None:
+                        await ev.wait()
+                await self._process_packet(pkttype, pktid, packet)
+            except (OSError, asyncssh.Error) as exc:  # the reply could not leave
+                log.debug("SFTP request %d ended: %r", pktid, exc)
+            finally:
+                order.finish(ticket)
+                finished.pop(ticket).set()
+                room.set()
+
+        failure: Exception | None = None
+        try:
+            while self._reader:
+                packet = await self.recv_packet()
+                pkttype = packet.get_byte()
+                pktid = packet.get_uint32()
+                self.log_received_packet(pkttype, pktid, packet)
+                body = memoryview(packet.get_full_payload())[5:]
+                claim = claim_of(pkttype, body, self._handle_path, self._normalize)
+                while not order.has_room(claim.cost):
+                    room.clear()
+                    await room.wait()
+                ticket = order.admit(claim)
+                finished[ticket] = asyncio.Event()
+                task = asyncio.create_task(serve(ticket, pkttype, pktid, packet))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except PacketDecodeError as exc:
+            failure = SFTPBadMessage(str(exc))
+        except EOFError:
+            failure = None
+        except (OSError, asyncssh.Error) as exc:
+            failure = exc
+        except BaseException:  # cancelled (kill, revocation, shutdown): nothing is answered
+            await _cancel_all(tasks)
+            raise
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:
+            await _cancel_all(tasks)
+            raise
+        await self._cleanup(failure)
 
     async def recv_packet(self) -> SSHPacket:
         flow = self._flow
@@ -169,6 +249,13 @@ class PacedSFTPHandler(LenientSFTPHandler):
         FXP_OPEN: _process_open_bounded,  # type: ignore[dict-item]
         FXP_OPENDIR: _process_opendir_bounded,  # type: ignore[dict-item]
     }
+
+
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_sftp_server(

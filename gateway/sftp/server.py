@@ -11,6 +11,7 @@ these methods is :mod:`gateway.sftp.loop`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -83,6 +84,7 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
         self._ending = False
         self._names: tuple[dict[int, str], dict[int, str]] = ({}, {})
         self._names_loaded = False
+        self._starting = asyncio.Lock()  # requests may run concurrently (sftp.order)
 
     # Plumbing -----------------------------------------------------------------------------
 
@@ -98,9 +100,19 @@ class ContainerSFTPServer(asyncssh.SFTPServer):
 
     async def _ready(self) -> ContainerFS:
         if not self._started:
-            await self._fs.start()
-            self._started = True
+            async with self._starting:
+                if not self._started:
+                    await self._fs.start()
+                    self._started = True
         return self._fs
+
+    def start_dir(self) -> bytes | None:
+        """Where relative paths start, once the session has started (None before)."""
+        return self._fs.cwd if self._started else None
+
+    def handle_path(self, file_obj: object) -> bytes | None:
+        """The path an open file handle was opened on, as the client named it."""
+        return file_obj.path if isinstance(file_obj, _Handle) else None
 
     def _emit(self, op: str, path: bytes, nbytes: int, result: str, started: float) -> None:
         cb = self._access.on_op

@@ -699,6 +699,22 @@ class RawSFTP:
         reply = await self.stdout.readexactly(size)
         return reply[0], reply[1:]
 
+    def send(self, ptype: int, body: bytes) -> int:
+        """Send a request without waiting for its answer; its request id."""
+        rid, self.next_id = self.next_id, self.next_id + 1
+        payload = bytes([ptype]) + u32(rid) + body
+        self.stdin.write(u32(len(payload)) + payload)
+        return rid
+
+    async def answers(self, count: int) -> list[tuple[int, int, bytes]]:
+        """The next ``count`` answers as they come: (request id, type, body)."""
+        got = []
+        for _ in range(count):
+            size = int.from_bytes(await self.stdout.readexactly(4), "big")
+            reply = await self.stdout.readexactly(size)
+            got.append((int.from_bytes(reply[1:5], "big"), reply[0], reply[5:]))
+        return got
+
     async def request(self, ptype: int, body: bytes) -> tuple[int, bytes]:
         rid, self.next_id = self.next_id, self.next_id + 1
         rtype, rest = await self.packet(ptype, u32(rid) + body)

@@ -161,7 +161,7 @@ async def test_an_image_without_a_shell_is_refused(
     with pytest.raises(NoShell) as e:
         await fs.start()
     assert why in e.value.user_message and fs.archive is None
-    helper = fs.backend.helper  # type: ignore[attr-defined]
+    helper = fs.backend.helper.first  # type: ignore[attr-defined]
     assert repr(helper) == f"<ShellHelper {login}@ffffffffffff [DEAD]>"
     await fs.close()
     assert repr(helper) == f"<ShellHelper {login}@ffffffffffff [CLOSED]>"
