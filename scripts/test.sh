@@ -2,8 +2,8 @@
 # The test command: sets up what a fresh Debian bookworm machine lacks, then runs
 # ruff, mypy and pytest.
 #
-#   ./scripts/test.sh                  # everything
-#   ./scripts/test.sh tests/unit -x    # extra arguments go to pytest
+#   ./scripts/test.sh                  # everything (2 pytest workers, then the serial tests)
+#   ./scripts/test.sh tests/unit -x    # extra arguments go to one plain pytest
 #
 # Steps (each fails fast with a clear message):
 #   1. Debian packages (only when something is missing; needs root)
@@ -17,7 +17,8 @@
 # interpreter on PATH. The tests start the gateway (`python -m gateway`, `sshgw`) from that venv too.
 #
 # Environment: PYTHON picks the interpreter the venv is made with (default python3; a venv made
-# with another one is made again). SSHGW_SKIP_SETUP=1 skips steps 1 and 3-5 and the pip install
+# with another one is made again). SSHGW_TEST_WORKERS (default 2) sets how many pytest processes
+# share the whole suite. SSHGW_SKIP_SETUP=1 skips steps 1 and 3-5 and the pip install
 # (a missing or incomplete venv is still made and installed).
 set -euo pipefail
 
@@ -118,7 +119,7 @@ echo "python: $PY ($("$PY" --version 2>&1), made with $PYTHON)"
 
 # Installed when setup runs, and always when the venv lacks the checkout or a test tool.
 if [ "${SSHGW_SKIP_SETUP:-0}" != 1 ] || [ $FRESH = 1 ] || ! "$PY" -c '
-import os, sys, gateway, pytest, mypy, ruff, build
+import os, sys, gateway, pytest, xdist, mypy, ruff, build
 here = os.path.dirname(os.path.dirname(os.path.realpath(gateway.__file__)))
 sys.exit(here != os.path.realpath(sys.argv[1]))' "$REPO" 2>/dev/null; then
     step "pip install -e '.[test]' (into .venv)"
@@ -146,10 +147,26 @@ LINT_PATHS=(gateway tests)
 step "mypy (strict)"
 "$PY" -m mypy gateway || die "mypy found problems"
 
-step "pytest $*"
 set +e
-"$PY" -m pytest -ra "$@"
-rc=$?
+if [ $# -gt 0 ]; then
+    step "pytest $*"
+    "$PY" -m pytest -ra "$@"
+    rc=$?
+else
+    # The whole suite: test files spread over SSHGW_TEST_WORKERS processes (pytest-xdist, one
+    # file stays on one worker), then the tests marked serial alone (they restart the Docker
+    # engine under everyone). Exit status 5 of the second run (nothing marked) is no failure.
+    WORKERS="${SSHGW_TEST_WORKERS:-2}"
+    step "pytest (${WORKERS} workers)"
+    "$PY" -m pytest -ra -n "$WORKERS" --dist loadfile -m "not serial"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        step "pytest (serial)"
+        "$PY" -m pytest -ra -m serial
+        rc=$?
+        [ $rc -ne 5 ] || rc=0
+    fi
+fi
 set -e
 if [ $rc -ne 0 ]; then
     case $rc in

@@ -23,7 +23,8 @@ import pytest
 from tests.e2e.helpers import Gateway, GatewayFactory, no_traceback, unique, wait_until
 from tests.support.containers import OWNER_LABEL, TEST_LABEL, owner
 
-pytestmark = pytest.mark.docker
+# serial: it restarts the Docker engine that every other test uses.
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 MakeContainer = Callable[..., str]
 REPO = Path(__file__).resolve().parents[2]
