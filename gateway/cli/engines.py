@@ -103,7 +103,7 @@ def add(
 
 @app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
-    """Stop serving an engine's containers (their open sessions end when the gateway drops it)."""
+    """Stop serving an engine's containers (within seconds; open sessions go on)."""
 
     async def go(store: Store) -> None:
         await store.remove_engine(name)
