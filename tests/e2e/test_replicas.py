@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.e2e.cluster import BALANCER, CLIENT, Cluster, Login, running_cluster
+from tests.e2e.cluster import BALANCER, CLIENT, Cluster, Login, fresh_database, running_cluster
 from tests.e2e.cluster import audit as _audit
 from tests.e2e.cluster import metric as _metric
 from tests.e2e.cluster import ssh as _ssh
@@ -34,12 +34,22 @@ MakeContainer = Callable[..., str]
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, docker_host: str
+    tmp_path_factory: pytest.TempPathFactory, pg_base_url: str, docker_host: str
 ) -> Iterator[Cluster]:
-    """Two replicas and HAProxy; extra replica settings by indirect parametrization."""
-    with running_cluster(tmp_path, pg_url, getattr(request, "param", {})) as c:
+    """Two replicas and HAProxy, shared by the module's tests (metrics are read as deltas)."""
+    with (
+        fresh_database(pg_base_url) as db,
+        running_cluster(tmp_path_factory.mktemp("rp"), db, {}) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def capped_cluster(tmp_path: Path, pg_url: str, docker_host: str) -> Iterator[Cluster]:
+    """A cluster of its own with at most 2 unauthenticated connections per source."""
+    with running_cluster(tmp_path, pg_url, {"SSHGW_MAX_STARTUPS_PER_SOURCE": "2"}) as c:
         yield c
 
 
@@ -58,6 +68,7 @@ def test_sessions_alternate_and_the_audit_shows_the_client(cluster: Cluster, log
     user = login.user
     a, b = cluster.replicas
     served = []
+    offsets = [g.log_size() for g in cluster.replicas]
     for i in range(4):
         before = [_metric(g, "sshgw_connections_opened_total") for g in cluster.replicas]
         res = _ssh(cluster, login.name, login.key, "echo", f"run{i}")
@@ -85,9 +96,9 @@ def test_sessions_alternate_and_the_audit_shows_the_client(cluster: Cluster, log
     assert all(s["remote"].startswith(f"{CLIENT}:") for s in sessions), sessions
     assert len({s["remote"] for s in sessions}) == 4  # the client's own source ports
     # The logs too: each replica logged the client as the peer.
-    for gw in cluster.replicas:
-        assert f"Peer address: {CLIENT}" in gw.log()
-        assert f"Peer address: {BALANCER}" not in gw.log()
+    for gw, offset in zip(cluster.replicas, offsets, strict=True):
+        assert f"Peer address: {CLIENT}" in gw.log(offset)
+        assert f"Peer address: {BALANCER}" not in gw.log(offset)
 
 
 def test_the_host_key_through_the_balancer_never_changes(cluster: Cluster) -> None:
@@ -135,6 +146,7 @@ def _raw(port: int, source: str, payload: bytes, wait: float = 10.0) -> bytes:
 def test_a_trusted_address_without_a_header_is_refused(cluster: Cluster) -> None:
     gw = cluster.replicas[0]
     before = _metric(gw, "sshgw_proxy_header_refused_total", '{reason="invalid"}')
+    missing = _metric(gw, "sshgw_proxy_header_refused_total", '{reason="missing"}')
     # An SSH client talking straight to the replica from the balancer's address: no banner.
     assert _raw(gw.port, BALANCER, b"SSH-2.0-OpenSSH_9.2\r\n") == b""
     res = subprocess.run(
@@ -152,7 +164,7 @@ def test_a_trusted_address_without_a_header_is_refused(cluster: Cluster) -> None
     t0 = time.monotonic()
     assert _raw(gw.port, BALANCER, b"", wait=20) == b""
     assert 4 < time.monotonic() - t0 < 15
-    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="missing"}') == 1
+    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="missing"}') == missing + 1
     assert "Traceback" not in gw.log()
 
 
@@ -226,6 +238,8 @@ def test_a_spoofed_header_from_an_untrusted_address_is_not_honoured(
 def test_oversized_and_garbage_headers_close_without_holding_memory(cluster: Cluster) -> None:
     gw = cluster.replicas[0]
     assert gw.proc is not None
+    too_long = _metric(gw, "sshgw_proxy_header_refused_total", '{reason="too_long"}')
+    invalid = _metric(gw, "sshgw_proxy_header_refused_total", '{reason="invalid"}')
     cases = [
         b"PROXY TCP4 " + b"1" * 200_000,  # a v1 line that never ends
         b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",  # no CR
@@ -236,8 +250,8 @@ def test_oversized_and_garbage_headers_close_without_holding_memory(cluster: Clu
     ]
     for payload in cases:
         assert _raw(gw.port, BALANCER, payload) == b"", payload[:20]
-    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="too_long"}') == 2
-    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="invalid"}') == 4
+    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="too_long"}') == too_long + 2
+    assert _metric(gw, "sshgw_proxy_header_refused_total", '{reason="invalid"}') == invalid + 4
 
     # Many connections that each send most of the largest header allowed, then wait: what
     # they make the gateway hold is bounded by the header limit (4 KiB each).
@@ -273,8 +287,9 @@ def _banner(port: int, source: str) -> tuple[socket.socket, bytes]:
         return s, b""
 
 
-@pytest.mark.parametrize("cluster", [{"SSHGW_MAX_STARTUPS_PER_SOURCE": "2"}], indirect=True)
-def test_the_per_source_cap_counts_the_client_not_the_balancer(cluster: Cluster) -> None:
+def test_the_per_source_cap_counts_the_client_not_the_balancer(capped_cluster: Cluster) -> None:
+    cluster = capped_cluster
+
     def logs() -> str:
         tails = [g.log()[-3000:] for g in cluster.replicas]
         return "\n---\n".join([*tails, cluster.haproxy_log.read_text()[-2000:]])
