@@ -129,7 +129,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         status, doc = problems.from_error(exc)
         return web.json_response(doc, status=status)
     except Exception:
-        log.exception("web: %s %s failed", request.method, request.path)
+        log.exception("web: %s %r failed", request.method, request.path[:200])
         return json_error(500, "internal", "internal error (see the gateway's log)")
 
 

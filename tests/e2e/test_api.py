@@ -235,6 +235,7 @@ def test_wrong_media_type_and_params(site: Site) -> None:
     assert site.admin("GET", "/users?colour=red").error["field"] == "colour"
     assert site.admin("GET", "/grants/99999999999999999999").status == 404
     assert site.admin("GET", "/grants/-1").status == 404
+    assert site.admin("GET", "/grants/" + "9" * 5000).status == 404  # past int()'s digit limit
     assert site.admin("GET", "/users/%00").status == 404
     assert site.admin("GET", "/sessions/zz").status in (404, 422)
     assert site.admin("GET", "/audit?since=yesterday-ish").error["field"] == "since"

@@ -95,7 +95,12 @@ def _path(route: Route, request: web.Request) -> dict[str, Any]:
     for name, kind in route.params.items():
         raw = request.match_info[name]
         if kind == "id":
-            if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+            if (
+                len(raw) > 10
+                or not raw.isascii()
+                or not raw.isdigit()
+                or not 1 <= int(raw) <= MAX_ID
+            ):
                 raise NotFound(f"no such {route.tag.rstrip('s')}: {raw[:20]!r}")
             out[name] = int(raw)
         elif kind == "name":
