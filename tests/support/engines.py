@@ -163,16 +163,27 @@ class ExtraEngine(EngineCli):
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _kill_leftovers(self, which: Callable[[list[str]], bool] = lambda argv: True) -> None:
-        """Processes of this engine still running (containerd, shims) that ``which`` picks."""
+        """Processes of this engine still running (containerd, shims) that ``which`` picks; a
+        shim's container process goes first (it would live on, orphaned)."""
         marker = str(self.root).encode()
+        picked: list[int] = []
+        shims: set[int] = set()
+        parents: dict[int, int] = {}
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 argv = cmdline.decode(errors="replace").split("\0")
                 if marker in cmdline and which(argv):
-                    os.kill(int(pid), signal.SIGKILL)
+                    picked.append(int(pid))
+                    if "shim" in Path(argv[0]).name:
+                        shims.add(int(pid))
+        for pid in [c for c, parent in parents.items() if parent in shims] + picked:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
 
