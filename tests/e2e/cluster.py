@@ -170,6 +170,22 @@ def started_session(cluster: Cluster, offsets: list[int], timeout: float = 30) -
     return found[0]
 
 
+def open_session(
+    cluster: Cluster, login: Login, command: str
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``command`` in a session through the balancer, left running: the ssh client, the index
+    of the replica that serves it and the session's id prefix."""
+    offsets = [g.log_size() for g in cluster.replicas]
+    client = subprocess.Popen(
+        ssh_argv(cluster, login.name, login.key, command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    which, sid = started_session(cluster, offsets)
+    return client, which, sid
+
+
 def accepts(port: int) -> bool:
     """A banner through HAProxy. (A probe that only connects and closes leaves HAProxy to
     open its server connection later, out of turn with the test's own connections.)"""

@@ -19,12 +19,11 @@ import pytest
 from tests.e2e.cluster import (
     Cluster,
     Login,
+    open_session,
     readyz,
     running_cluster,
     sessions,
     ssh,
-    ssh_argv,
-    started_session,
 )
 from tests.e2e.cluster import audit as cluster_audit
 from tests.e2e.helpers import Gateway, GatewayFactory, unique, wait_until
@@ -60,6 +59,23 @@ def _wait_running(gw: Gateway, n: int = 1) -> None:
     assert ok, gw.log()[-3000:]
 
 
+def _draining_session(
+    gateway_factory: GatewayFactory,
+    make_container: MakeContainer,
+    image: str,
+    drain: str,
+    command: str,
+) -> tuple[Gateway, str, subprocess.Popen[bytes]]:
+    """A gateway with SSHGW_DRAIN_TIMEOUT=``drain`` running ``command`` in a session of a new
+    user: the gateway, the user and the ssh client."""
+    gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": drain})
+    user, container = _setup(gw, make_container, image)
+    client = _session(gw, f"{user}+{container}", command)
+    _wait_running(gw)
+    assert gw.proc is not None
+    return gw, user, client
+
+
 def test_an_idle_gateway_stops_at_once(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": "30"})
     assert gw.proc is not None
@@ -73,18 +89,15 @@ def test_an_idle_gateway_stops_at_once(gateway_factory: GatewayFactory) -> None:
 def test_the_drain_ends_when_the_last_session_does(
     gateway_factory: GatewayFactory, make_container: MakeContainer, busybox_image: str
 ) -> None:
-    gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": "30"})
-    user, container = _setup(gw, make_container, busybox_image)
-    client = _session(gw, f"{user}+{container}", "sleep 4; echo finished")
-    _wait_running(gw)
+    gw, user, client = _draining_session(
+        gateway_factory, make_container, busybox_image, "30", "sleep 4; echo finished"
+    )
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGTERM)
     assert wait_until(lambda: readyz(gw)[0] == 503, timeout=5)
     assert "draining" in readyz(gw)[1]
     # The listener is closed: a new connection is refused.
-    late = subprocess.run(
-        gw.ssh_cmd(f"{user}+{container}", "true"), capture_output=True, timeout=60
-    )
+    late = subprocess.run(gw.ssh_cmd(f"{user}+x", "true"), capture_output=True, timeout=60)
     assert late.returncode == 255
     out, err = client.communicate(timeout=30)
     assert client.returncode == 0, err  # the command finished on its own
@@ -103,10 +116,9 @@ def test_a_second_signal_ends_the_drain_and_sigint_does_not_drain(
     gateway_factory: GatewayFactory, make_container: MakeContainer, busybox_image: str
 ) -> None:
     # SIGTERM twice (SIGINT during the drain takes the same path: the signal ends the wait).
-    gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": "300"})
-    user, container = _setup(gw, make_container, busybox_image)
-    client = _session(gw, f"{user}+{container}", "sleep 600")
-    _wait_running(gw)
+    gw, user, client = _draining_session(
+        gateway_factory, make_container, busybox_image, "300", "sleep 600"
+    )
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGTERM)
     assert wait_until(lambda: "draining: 1 session" in gw.log(), timeout=10)
@@ -118,10 +130,9 @@ def test_a_second_signal_ends_the_drain_and_sigint_does_not_drain(
     assert row["end_reason"] == "shutdown"
     assert "drain interrupted" in gw.log()
     # SIGINT first: no drain at all.
-    gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": "300"})
-    user, container = _setup(gw, make_container, busybox_image)
-    client = _session(gw, f"{user}+{container}", "sleep 600")
-    _wait_running(gw)
+    gw, user, client = _draining_session(
+        gateway_factory, make_container, busybox_image, "300", "sleep 600"
+    )
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGINT)
     assert gw.proc.wait(timeout=20) == 0
@@ -151,14 +162,7 @@ def test_a_replica_drains_behind_the_balancer(
     assert key is not None
     cluster.admin.grant(container, user=user, rights="shell,exec")
     login = Login(user, container, key)
-    offsets = [g.log_size() for g in cluster.replicas]
-    client = subprocess.Popen(
-        ssh_argv(cluster, login.name, login.key, "sleep 600"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    which, _ = started_session(cluster, offsets)
+    client, which, _ = open_session(cluster, login, "sleep 600")
     drained, other = cluster.replicas[which], cluster.replicas[1 - which]
     assert wait_until(lambda: len(sessions(cluster.admin, "--active", "--user", user)) == 1, 30)
     [row] = sessions(cluster.admin, "--active", "--user", user)

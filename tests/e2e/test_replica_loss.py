@@ -21,10 +21,9 @@ from tests.e2e.cluster import (
     audit,
     fresh_database,
     metric,
+    open_session,
     running_cluster,
     sessions,
-    ssh_argv,
-    started_session,
 )
 from tests.e2e.helpers import Gateway, unique, wait_until
 from tests.support.process import HOST
@@ -61,14 +60,7 @@ def login(cluster: Cluster, make_container: MakeContainer, busybox_image: str) -
 def _open(cluster: Cluster, login: Login) -> tuple[subprocess.Popen[bytes], Gateway, str]:
     """A ``sleep 600`` session through the balancer: the client, the replica that serves it,
     and the session's id prefix."""
-    offsets = [g.log_size() for g in cluster.replicas]
-    client = subprocess.Popen(
-        ssh_argv(cluster, login.name, login.key, "sleep 600"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    which, sid = started_session(cluster, offsets)
+    client, which, sid = open_session(cluster, login, "sleep 600")
     return client, cluster.replicas[which], sid
 
 
