@@ -112,6 +112,32 @@ def test_the_drain_ends_when_the_last_session_does(
     assert "gateway.drain" in kinds and "gateway.drained" in kinds
 
 
+def test_file_sessions_get_the_deadline(
+    gateway_factory: GatewayFactory, make_container: MakeContainer, busybox_image: str
+) -> None:
+    """An SFTP session has no stderr to be told on: it just ends at the deadline (shutdown)."""
+    gw = gateway_factory({"SSHGW_DRAIN_TIMEOUT": "3"})
+    user, container = _setup(gw, make_container, busybox_image)
+    gw.grant(container, user=user, rights="sftp-read")
+    sftp = subprocess.Popen(  # the subsystem, its client silent: the session stays open
+        gw.ssh_cmd(f"{user}+{container}", "sftp", extra_opts=["-s"]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_running(gw)
+    assert gw.proc is not None
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(timeout=30) == 0
+    assert 2.5 < time.monotonic() - t0 < 20  # the deadline, not at once and not much later
+    _, err = sftp.communicate(timeout=30)
+    assert NOTICE not in err, err
+    [row] = sessions(gw, "--user", user)
+    assert (row["kind"], row["end_reason"]) == ("sftp", "shutdown")
+    assert "drain deadline after" in gw.log()
+
+
 def test_a_second_signal_ends_the_drain_and_sigint_does_not_drain(
     gateway_factory: GatewayFactory, make_container: MakeContainer, busybox_image: str
 ) -> None:
