@@ -1,4 +1,4 @@
-"""``sshgw audit``, ``sshgw sessions [show|kill]`` and ``sshgw replay``.
+"""``sshgw audit``, ``sshgw sessions [show|kill]``, ``sshgw replay`` and ``sshgw replicas``.
 
 These read the ``audit_events`` and ``sessions`` tables the gateway writes. ``sessions kill``
 works while the gateway runs as another process: it sets ``kill_requested`` on the session's row
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway.admin import audit, sessions
+from gateway.admin import audit, replicas, sessions
 from gateway.admin.audit import KINDS_HELP, event_view
 from gateway.admin.recordings import recording_file
 from gateway.admin.sessions import (
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit_cmd)
     app.add_typer(sessions_app, name="sessions")
     app.command("replay")(replay_cmd)
+    app.command("replicas")(replicas_cmd)
 
 
 # Helpers ------------------------------------------------------------------------------------
@@ -369,3 +370,32 @@ def replay_cmd(
         raise InvalidInput(str(exc)) from None
     except BrokenPipeError:
         return
+
+
+# sshgw replicas -----------------------------------------------------------------------------
+
+
+def replicas_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The gateway processes (replicas) on this database: heartbeat and state."""
+    rows, now = with_store(ctx, replicas.list_replicas)
+    lost_after = 3 * settings(ctx).heartbeat_interval
+    if as_json:
+        print_json([replicas.replica_view(r, now, lost_after) for r in rows])
+        return
+    if not rows:
+        say("no replica is running")
+        return
+    table(
+        ("NAME", "ADDRESS", "PID", "STARTED (UTC)", "LAST SEEN", "STATE"),
+        [
+            (
+                r.name,
+                r.address or "-",
+                str(r.pid or "-"),
+                _ts(r.started_at),
+                _duration((now - r.last_seen).total_seconds()) + " ago",
+                replicas.replica_state(r, now, lost_after),
+            )
+            for r in rows
+        ],
+    )

@@ -7,6 +7,7 @@ replica that is gone), and the per-user password throttle holds across replicas.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import time
@@ -91,6 +92,9 @@ def test_kill_reaches_the_replica_that_runs_the_session(cluster: Cluster, login:
         assert re.search(rf"session {sid}[0-9a-f]*: ended on administrator request", serving.log())
     rows = sessions(cluster.admin, "--user", login.user)
     assert {str(s["replica"]) for s in rows} == set(names)  # both replicas took their turn
+    listed = json.loads(cluster.admin.cli("replicas", "--json").stdout)
+    assert sorted(r["name"] for r in listed) == sorted(names)
+    assert {r["state"] for r in listed} == {"up"}
     assert all(s["end_reason"] == "killed" for s in rows)
 
 
@@ -171,6 +175,8 @@ def test_the_sessions_of_a_killed_replica_are_marked_lost(cluster: Cluster, logi
     assert f"replica {ends[0]['detail']['marked_by']}" in survivor.log()
     gone = [e["detail"]["replica"] for e in audit(survivor, "--kind", "replica.lost")]
     assert gone == [name]
+    listed = json.loads(survivor.cli("replicas", "--json").stdout)
+    assert [r["name"] for r in listed] == [ends[0]["detail"]["marked_by"]]
     assert "marked ended (gateway_lost)" in survivor.log()
     client.kill()
     client.wait(timeout=10)
