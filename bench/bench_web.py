@@ -7,7 +7,8 @@ through the same sshgw into the same container, measured in one run (blocks inte
   browser   a key pressed in headless Chromium (Debian's chromium, Playwright) → xterm.js sent
             it on the WebSocket, → the first frame received after it (network and gateway),
             → the terminal's text changed (xterm.js rendered it: what a person sees; the
-            figure the target is about)
+            figure the target is about); and, for comparison, a WebSocket the page opens
+            itself (a second link) sending one byte and awaiting its echo, no key, no xterm.js
 
 Times in the browser are the page's own clock (``performance.now()`` at keydown, at the frame,
 at the DOM change), so the driver's round trips are not counted.
@@ -81,6 +82,44 @@ WATCH = """() => {
 }"""
 TAKE = "() => { const l = window.__lat; const r = [l.keys, l.sends, l.frames, l.paints];"
 TAKE += " l.keys = []; l.sends = []; l.frames = []; l.paints = []; return r; }"
+
+
+# In the page, without a key or xterm.js: a WebSocket of its own (a second link's cookie) sends
+# one byte and waits for its echo, N times: the browser's network path alone.
+RAW_IN_PAGE = """async ([token, n, gap]) => {
+  const r = await fetch("/web/login", {method: "POST", body: JSON.stringify({token}),
+                                       headers: {"Content-Type": "application/json"}});
+  if (r.status !== 204) return "login refused: " + r.status;
+  const ws = new WebSocket(`ws://${location.host}/web/ws?cols=80&rows=24`);
+  ws.binaryType = "arraybuffer";
+  await new Promise((ok) => { ws.onopen = ok; });
+  let seen = "", wake = null;
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== "string") seen += new TextDecoder().decode(ev.data);
+    if (wake) wake();
+  };
+  const until = (s) => new Promise((ok) => {
+    const check = () => { if (seen.includes(s)) { seen = ""; wake = null; ok(); } else wake = check; };
+    check();
+  });
+  const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+  ws.send(new TextEncoder().encode('echo RE""ADY\\n'));
+  await until("READY\\r\\n");
+  await sleep(300);
+  seen = "";
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const ch = "abcdefghijklmnopqrst"[i % 20];
+    const t0 = performance.now();
+    ws.send(new TextEncoder().encode(ch));
+    await until(ch);
+    out.push(performance.now() - t0);
+    await sleep(gap);
+    if (i % 20 === 19) { ws.send(new Uint8Array([21])); await sleep(200); seen = ""; }
+  }
+  ws.close();
+  return out;
+}"""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -239,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ssh_t: list[float] = []
     ws_t: list[float] = []
     web_send: list[float] = []
+    web_raw: list[float] = []
     web_frame: list[float] = []
     web_paint: list[float] = []
     try:
@@ -292,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                 page.evaluate(TAKE)
             ssh.close()
             raw.close()
+            token = run([*gw_ssh[:-2], login, "web " + b.container.name]).stdout.decode()
+            got = page.evaluate(RAW_IN_PAGE, [token.split()[0].split("#")[1], args.keys, GAP * 1e3])
+            if isinstance(got, str):
+                raise BenchError(got)
+            web_raw = [t / 1000 for t in got]
             if args.screenshot:
                 page.keyboard.type("clear; uname -a; echo $((6*7)); ls /\n")
                 wait_text(page, r"^42\s*$")
@@ -305,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("ssh -tt through sshgw", ssh_t[: args.keys]),
         ("websocket client (Python)", ws_t[: args.keys]),
+        ("browser: websocket only", web_raw[: args.keys]),
         ("browser: key sent", web_send[: args.keys]),
         ("browser: frame received", web_frame[: args.keys]),
         ("browser: echo on screen", web_paint[: args.keys]),
