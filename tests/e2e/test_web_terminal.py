@@ -19,7 +19,15 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 
 from gateway.web.terminal import MAX_FRAME
-from tests.e2e.helpers import Gateway, GatewayFactory, free_port, has_process, unique, wait_until
+from tests.e2e.helpers import (
+    Gateway,
+    GatewayFactory,
+    free_port,
+    has_process,
+    one_line_error,
+    unique,
+    wait_until,
+)
 from tests.support.browser import chromium, status, terminal_text, wait_text
 from tests.support.process import HOST, listening
 
@@ -348,3 +356,19 @@ def test_web_terminals_count_against_max_sessions(
     finally:
         for p in pages:
             p.close()
+
+
+def test_bad_web_commands_get_one_line(web: tuple[Gateway, str], gateway: Gateway) -> None:
+    """A malformed target, and a gateway without the web terminal: one line, no link."""
+    gw, _ = web
+    user = unique("wb")
+    gw.add_user(user)
+    for args in (("web",), ("web", "a", "b"), ("web", "bad/name")):
+        res = gw.ssh(user, *args)
+        assert res.returncode != 0 and not LINK.search(res.stdout.decode()), res
+        assert one_line_error(res.stderr).startswith("sshgw: "), res.stderr
+        assert b"usage: ssh USER@gw web CONTAINER" in res.stderr, res.stderr
+    gateway.add_user(user)
+    res = gateway.ssh(user, "web", "web1")
+    assert res.returncode != 0 and res.stdout == b"", res
+    assert one_line_error(res.stderr) == "sshgw: the web terminal is off on this gateway"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gateway.config import Settings
 from gateway.errors import InvalidInput
 from gateway.observe.revoke import LiveConn, revocation
+from gateway.ssh.listing import render_web_link, web_request
 from gateway.store import AuthUser
 from gateway.store.weblinks import WebGrant, digest
 from gateway.web.terminal import _credential, _size
@@ -155,3 +156,16 @@ def test_the_links_credential_is_rechecked_as_a_connections() -> None:
     assert cred.key == "SHA256:gone"
     key_live = LiveConn("c", "alice", "-", "publickey", cred.key, None, lambda: None)
     assert revocation(key_live, user) == "key removed"
+
+
+def test_the_web_command_and_its_answer() -> None:
+    """``ssh alice@gw web web1``: the command is one word after ``web``; anything else that is
+    not ``web`` is the listing; the answer is the link alone on its first line."""
+    assert web_request("web web1") == "web1"
+    assert web_request("  web   web1+root ") == "web1+root"
+    assert web_request("web") == "" and web_request("web a b") == ""
+    assert web_request(None) is None and web_request("ls") is None and web_request("webx a") is None
+    out = render_web_link("https://gw/web/login#T", "we\x1bb1", 60, pty=True).decode()
+    first, second, _ = out.split("\r\n")
+    assert first == "https://gw/web/login#T"
+    assert "\x1b" not in second and "60 seconds" in second  # a container's name shown literally
