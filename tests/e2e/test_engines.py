@@ -33,8 +33,11 @@ pytestmark = pytest.mark.docker
 class World:
     """The engines, the gateway serving them and the containers made on them."""
 
-    def __init__(self, gw: Gateway, e2: ExtraEngine, e3: ExtraEngine, names: dict[str, str]):
+    def __init__(
+        self, gw: Gateway, main: EngineCli, e2: ExtraEngine, e3: ExtraEngine, names: dict[str, str]
+    ):
         self.gw = gw
+        self.main = main
         self.e2 = e2
         self.e3 = e3
         self.n = names  # role -> container name
@@ -56,7 +59,7 @@ def world(gateway_factory: GatewayFactory, docker_host: str) -> Iterator[World]:
             "main": f"main-{tag}",  # on main only
         }
         gw = gateway_factory({"SSHGW_ENGINE_POLL_INTERVAL": "0.5"})
-        w = World(gw, e2, e3, n)
+        w = World(gw, main, e2, e3, n)
         w.ids["dup.main"] = main.run(n["dup"])
         w.ids["main"] = main.run(n["main"])
         w.ids["dup.e2"] = e2.run(n["dup"])
@@ -222,21 +225,27 @@ def test_sftp_scp_rsync_and_ssh_config(world: World, alice: str, tmp_path: Path)
     assert res.stdout.strip() == short(world.ids["dup.e2"]), res.stderr
 
 
-def test_rsync_to_a_qualified_name(world: World, alice: str, tmp_path: Path) -> None:
-    if subprocess.run(["which", "rsync"], capture_output=True).returncode != 0:
-        pytest.skip("rsync not installed")
+def test_rsync_to_a_qualified_name(
+    world: World, alice: str, tmp_path: Path, rsync_image: str
+) -> None:
     gw = world.gw
+    name = unique("rs")
+    world.main.run(name, image=rsync_image)  # rsync in it
+    world.e2.run(name)  # the same name on e2, without rsync
     (tmp_path / "r.txt").write_text("rsync\n")
     ssh = " ".join(["ssh", *client_opts(gw.keys[alice]), "-p", str(gw.port)])
-    # busybox has no rsync: the gateway runs the command, which fails in the container with a
-    # clear status, and never reaches another container.
     res = subprocess.run(
-        ["rsync", "-e", ssh, str(tmp_path / "r.txt"),
-         f"{alice}+{world.n['dup']}.e2+root@{HOST}:/tmp/"],
-        capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
+        ["rsync", "-e", ssh, str(tmp_path / "r.txt"), f"{alice}+{name}.main+root@{HOST}:/tmp/"],
+        capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
     )  # fmt: skip
-    assert res.returncode != 0
-    assert b"rsync" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert world.main.docker("exec", name, "cat", "/tmp/r.txt").stdout == "rsync\n"
+    # The name alone is ambiguous: one line, nothing copied anywhere.
+    res = subprocess.run(
+        ["rsync", "-e", ssh, str(tmp_path / "r.txt"), f"{alice}+{name}+root@{HOST}:/tmp/x"],
+        capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    assert res.returncode != 0 and b"more than one engine (e2, main)" in res.stderr
     no_traceback(res.stdout, res.stderr)
 
 

@@ -47,9 +47,9 @@ class EngineCli:
             raise RuntimeError(f"docker -H {self.name} {' '.join(args)}: {res.stderr.strip()}")
         return res
 
-    def run(self, name: str, cmd: Sequence[str] = ()) -> str:
-        """A detached busybox container without a network (labelled as a test's); its ID."""
-        argv = docker_run_argv(BUSYBOX, name, owned_labels(), cmd=cmd)
+    def run(self, name: str, cmd: Sequence[str] = (), image: str = BUSYBOX) -> str:
+        """A detached container without a network (labelled as a test's); its ID."""
+        argv = docker_run_argv(image, name, owned_labels(), cmd=cmd)
         # docker run -d ... → docker -H URL run -d --network none ...
         args = [*argv[1:3], "--network", "none", *argv[3:]]
         cid = self.docker(*args).stdout.strip()
