@@ -10,46 +10,46 @@ from gateway.admin import grants
 from gateway.admin.grants import grant_view, labels_of
 from gateway.cli.common import actor, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when
-from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, listing, say, table
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Grant, format_ports
 
 app = typer.Typer(help="Grants: add, list, remove.")
 
 
+GRANT_COLUMNS = [
+    "ID",
+    "SUBJECT",
+    "TARGET",
+    "ENGINE",
+    "LABELS",
+    "RIGHTS",
+    "LOGINS",
+    "PATHS",
+    "PORTS",
+    "EXPIRES",
+    "RECORD",
+]
+
+
+def grant_row(g: Grant) -> list[str]:
+    return [
+        str(g.id),
+        g.subject,
+        g.target,
+        g.engine,
+        labels_text(g.labels),
+        ",".join(sorted(g.rights)),
+        ",".join(g.logins) or "(image user)",
+        ",".join(g.paths) or "-",
+        format_ports(g.ports) or "-",
+        fmt_expiry(g.expires_at),
+        "yes" if g.record else "no",
+    ]
+
+
 def grant_table(grants: list[Grant], title: str | None = None) -> None:
-    table(
-        [
-            "ID",
-            "SUBJECT",
-            "TARGET",
-            "ENGINE",
-            "LABELS",
-            "RIGHTS",
-            "LOGINS",
-            "PATHS",
-            "PORTS",
-            "EXPIRES",
-            "RECORD",
-        ],
-        (
-            [
-                str(g.id),
-                g.subject,
-                g.target,
-                g.engine,
-                labels_text(g.labels),
-                ",".join(sorted(g.rights)),
-                ",".join(g.logins) or "(image user)",
-                ",".join(g.paths) or "-",
-                format_ports(g.ports) or "-",
-                fmt_expiry(g.expires_at),
-                "yes" if g.record else "no",
-            ]
-            for g in grants
-        ),
-        title=title,
-    )
+    table(GRANT_COLUMNS, (grant_row(g) for g in grants), title=title)
 
 
 @app.command("add")
@@ -137,10 +137,7 @@ def add(
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List all grants."""
     found: list[Grant] = with_store(ctx, lambda store: store.all_grants())
-    if as_json:
-        print_json([grant_view(g) for g in found])
-        return
-    grant_table(found)
+    listing(found, as_json, grant_view, GRANT_COLUMNS, grant_row)
 
 
 @app.command("remove")

@@ -7,7 +7,7 @@ import typer
 from gateway.admin import groups
 from gateway.admin.groups import group_view
 from gateway.cli.common import actor, with_store
-from gateway.cli.show import JsonOpt, fmt_time, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_time, listing, say
 from gateway.store import GroupInfo
 
 app = typer.Typer(help="Groups: add, list, remove, member add|remove.")
@@ -26,12 +26,12 @@ def add(ctx: typer.Context, name: str) -> None:
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List groups with their members."""
     found: list[GroupInfo] = with_store(ctx, lambda store: store.list_groups())
-    if as_json:
-        print_json([group_view(g) for g in found])
-        return
-    table(
+    listing(
+        found,
+        as_json,
+        group_view,
         ["NAME", "MEMBERS", "CREATED"],
-        ([g.name, ",".join(g.members) or "-", fmt_time(g.created_at)] for g in found),
+        lambda g: [g.name, ",".join(g.members) or "-", fmt_time(g.created_at)],
     )
 
 

@@ -10,7 +10,7 @@ from gateway.admin import keys
 from gateway.admin.keys import key_view
 from gateway.cli.common import LIVE_NOTE, actor, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when, read_key_arg
-from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, listing, say
 from gateway.store import KeyInfo, parse_public_key
 
 app = typer.Typer(help="SSH public keys: add, list, remove.")
@@ -49,22 +49,19 @@ def list_(
 ) -> None:
     """List public keys (of one user, or everyone's)."""
     found: list[KeyInfo] = with_store(ctx, lambda store: store.list_keys(user))
-    if as_json:
-        print_json([key_view(k) for k in found])
-        return
-    table(
+    listing(
+        found,
+        as_json,
+        key_view,
         ["USER", "FINGERPRINT", "TYPE", "COMMENT", "EXPIRES", "LAST USED"],
-        (
-            [
-                k.user,
-                k.fingerprint,
-                k.algorithm,
-                k.comment or "-",
-                fmt_expiry(k.expires_at),
-                fmt_time(k.last_used_at, "never"),
-            ]
-            for k in found
-        ),
+        lambda k: [
+            k.user,
+            k.fingerprint,
+            k.algorithm,
+            k.comment or "-",
+            fmt_expiry(k.expires_at),
+            fmt_time(k.last_used_at, "never"),
+        ],
     )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.safetext import json_terminal_safe, literal
+
+T = TypeVar("T")
 
 # Pipes get full-width lines and tables: nothing is wrapped or cut for scripts and logs.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
@@ -66,6 +68,20 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | No
     for row in rows:
         t.add_row(*(cell(v) for v in row))
     console.print(t)
+
+
+def listing(
+    items: Iterable[T],
+    as_json: bool,
+    view: Callable[[T], Any],
+    columns: Sequence[str],
+    row: Callable[[T], Sequence[str]],
+) -> None:
+    """A list command's output: a JSON array of each item's ``view``, or a table of ``row``s."""
+    if as_json:
+        print_json([view(x) for x in items])
+    else:
+        table(columns, (row(x) for x in items))
 
 
 def say(text: str) -> None:

@@ -10,7 +10,7 @@ from gateway.admin import tokens
 from gateway.admin.tokens import token_view
 from gateway.cli.common import actor, with_store
 from gateway.cli.inputs import DATE_HELP, parse_when
-from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, listing, say
 from gateway.store.tokens import TokenInfo, parse_scope
 
 app = typer.Typer(help="API tokens of the admin API: add, list, remove.")
@@ -44,23 +44,20 @@ def add(
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List tokens (never the tokens themselves)."""
     found: list[TokenInfo] = with_store(ctx, lambda store: store.list_tokens())
-    if as_json:
-        print_json([token_view(t) for t in found])
-        return
-    table(
+    listing(
+        found,
+        as_json,
+        token_view,
         ["NAME", "SCOPE", "KEY ID", "CREATED", "BY", "EXPIRES", "LAST USED"],
-        (
-            [
-                t.name,
-                str(t.scope),
-                t.key_id,
-                fmt_time(t.created_at),
-                t.created_by or "-",
-                fmt_expiry(t.expires_at),
-                fmt_time(t.last_used_at, "never"),
-            ]
-            for t in found
-        ),
+        lambda t: [
+            t.name,
+            str(t.scope),
+            t.key_id,
+            fmt_time(t.created_at),
+            t.created_by or "-",
+            fmt_expiry(t.expires_at),
+            fmt_time(t.last_used_at, "never"),
+        ],
     )
 
 

@@ -11,7 +11,7 @@ from gateway.admin.users import user_view, user_with_grants_view
 from gateway.cli.common import LIVE_NOTE, actor, with_store
 from gateway.cli.grants import grant_table
 from gateway.cli.inputs import read_key_arg, read_password
-from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, print_json, say, table
+from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, listing, print_json, say, table
 from gateway.errors import InvalidInput
 from gateway.store import UserInfo, parse_public_key
 
@@ -49,23 +49,20 @@ def add(
 def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users."""
     found: list[UserInfo] = with_store(ctx, lambda store: store.list_users())
-    if as_json:
-        print_json([user_view(u) for u in found])
-        return
-    table(
+    listing(
+        found,
+        as_json,
+        user_view,
         ["NAME", "DISPLAY", "STATE", "PASSWORD", "KEYS", "GROUPS", "CREATED"],
-        (
-            [
-                u.name,
-                u.display or "-",
-                "disabled" if u.disabled else "enabled",
-                "yes" if u.has_password else "no",
-                str(len(u.keys)),
-                ",".join(u.groups) or "-",
-                fmt_time(u.created_at),
-            ]
-            for u in found
-        ),
+        lambda u: [
+            u.name,
+            u.display or "-",
+            "disabled" if u.disabled else "enabled",
+            "yes" if u.has_password else "no",
+            str(len(u.keys)),
+            ",".join(u.groups) or "-",
+            fmt_time(u.created_at),
+        ],
     )
 
 
