@@ -160,6 +160,7 @@ class ExtraEngine(EngineCli):
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self._kill_leftovers()
+        self._unmount()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _kill_leftovers(self, which: Callable[[list[str]], bool] = lambda argv: True) -> None:
@@ -184,8 +185,13 @@ class ExtraEngine(EngineCli):
         for pid in [c for c, parent in parents.items() if parent in shims] + picked:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+    def _unmount(self) -> None:
+        """What the daemon mounted under its directory (overlays, netns), deepest first."""
         with contextlib.suppress(OSError):
-            subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+            for m in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
+                subprocess.run(["umount", "-l", m], capture_output=True, check=False)
 
 
 def start_engines(names: Sequence[str]) -> list[ExtraEngine]:
