@@ -14,7 +14,7 @@ from gateway.admin.containers import container_view
 from gateway.admin.recordings import recording_file
 from gateway.admin.sessions import session_view, session_with_events_view
 from gateway.web.api import models as m
-from gateway.web.api.base import Call, Route, page
+from gateway.web.api.base import Call, Route, listed
 from gateway.web.api.fields import at_field
 
 CAST_TYPE = "application/x-asciicast"
@@ -77,10 +77,7 @@ async def recording(call: Call) -> web.StreamResponse:
 
 async def list_containers(call: Call) -> m.ContainerList:
     found = await call.gw.engine.list_containers()
-    items, more = page(found, call.query.limit, call.query.offset)
-    return m.ContainerList(
-        items=[m.ContainerOut.model_validate(container_view(c)) for c in items], more=more
-    )
+    return listed(call, found, container_view, m.ContainerOut, m.ContainerList)
 
 
 async def check(call: Call) -> m.CheckOut:

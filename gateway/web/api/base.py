@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -16,6 +16,9 @@ from gateway.store import Store
 from gateway.store.tokens import TokenInfo
 
 PREFIX = "/api/v1"
+
+T = TypeVar("T")
+ListT = TypeVar("ListT", bound=BaseModel)
 
 Handler = Callable[["Call"], Awaitable[BaseModel | web.StreamResponse | None]]
 
@@ -59,3 +62,16 @@ class Call:
 def page(items: list[Any], limit: int, offset: int = 0) -> tuple[list[Any], bool]:
     """One page of ``items`` and whether more follow."""
     return items[offset : offset + limit], len(items) > offset + limit
+
+
+def listed(
+    call: Call,
+    found: list[T],
+    view: Callable[[T], dict[str, Any]],
+    item: type[BaseModel],
+    of: type[ListT],
+) -> ListT:
+    """A list route's answer: the page of ``found`` the query asks for (``limit``, ``offset``),
+    each item as ``item`` from its ``view``, and whether more follow."""
+    items, more = page(found, call.query.limit, call.query.offset)
+    return of(items=[item.model_validate(view(x)) for x in items], more=more)

@@ -12,15 +12,14 @@ from gateway.admin.when import parse_when
 from gateway.errors import NotFound
 from gateway.store import parse_public_key
 from gateway.web.api import models as m
-from gateway.web.api.base import Call, Route, page
+from gateway.web.api.base import Call, Route, listed
 from gateway.web.api.fields import at_field
 
 # Users --------------------------------------------------------------------------------------
 
 
 async def list_users(call: Call) -> m.UserList:
-    items, more = page(await call.store.list_users(), call.query.limit, call.query.offset)
-    return m.UserList(items=[m.UserOut.model_validate(user_view(u)) for u in items], more=more)
+    return listed(call, await call.store.list_users(), user_view, m.UserOut, m.UserList)
 
 
 async def add_user(call: Call) -> m.UserDetail:
@@ -63,8 +62,7 @@ async def remove_user(call: Call) -> None:
 
 async def list_keys(call: Call) -> m.KeyList:
     found = await call.store.list_keys(call.path["name"])
-    items, more = page(found, call.query.limit, call.query.offset)
-    return m.KeyList(items=[m.KeyOut.model_validate(key_view(k)) for k in items], more=more)
+    return listed(call, found, key_view, m.KeyOut, m.KeyList)
 
 
 async def add_key(call: Call) -> m.KeyOut:
@@ -90,8 +88,7 @@ async def remove_key(call: Call) -> None:
 
 
 async def list_groups(call: Call) -> m.GroupList:
-    items, more = page(await call.store.list_groups(), call.query.limit, call.query.offset)
-    return m.GroupList(items=[m.GroupOut.model_validate(group_view(g)) for g in items], more=more)
+    return listed(call, await call.store.list_groups(), group_view, m.GroupOut, m.GroupList)
 
 
 async def _group(call: Call, name: str) -> m.GroupOut:
@@ -130,8 +127,7 @@ async def remove_group(call: Call) -> None:
 
 
 async def list_grants(call: Call) -> m.GrantList:
-    items, more = page(await call.store.all_grants(), call.query.limit, call.query.offset)
-    return m.GrantList(items=[m.GrantOut.model_validate(grant_view(g)) for g in items], more=more)
+    return listed(call, await call.store.all_grants(), grant_view, m.GrantOut, m.GrantList)
 
 
 async def add_grant(call: Call) -> m.GrantOut:
