@@ -12,10 +12,8 @@ from gateway.admin.containers import container_view
 from gateway.cli.common import open_store, run, settings
 from gateway.cli.engines import fleet_for
 from gateway.cli.show import labels_text, print_json, say, table
-from gateway.datadir import prepare_data_dir
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Right, format_ports
-from gateway.store import Store
 
 if TYPE_CHECKING:
     from gateway.engines.base import Container
@@ -68,14 +66,10 @@ def db_upgrade(ctx: typer.Context) -> None:
     cfg = settings(ctx)
 
     async def go() -> tuple[str, str]:
-        prepare_data_dir(cfg, create=False)
-        store = Store.from_url(cfg.effective_database_url)
-        try:
+        async with open_store(cfg, ensure_schema=False) as store:
             before = await store.schema_state()
             await store.upgrade()
             return before, store.url
-        finally:
-            await store.close()
 
     before, url = run(go())
     if before == "current":
@@ -90,12 +84,8 @@ def db_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     cfg = settings(ctx)
 
     async def go() -> tuple[str, str]:
-        prepare_data_dir(cfg, create=False)
-        store = Store.from_url(cfg.effective_database_url)
-        try:
+        async with open_store(cfg, ensure_schema=False) as store:
             return await store.schema_state(), store.url
-        finally:
-            await store.close()
 
     schema, url = run(go())
     if as_json:

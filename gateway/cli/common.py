@@ -68,8 +68,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def open_store(cfg: Settings) -> AsyncIterator[Store]:
-    """The store with a current schema.
+async def open_store(cfg: Settings, *, ensure_schema: bool = True) -> AsyncIterator[Store]:
+    """The store with a current schema (with ``ensure_schema=False``: as it is, for
+    ``sshgw db``).
 
     An empty or older SQLite database is upgraded on the spot; PostgreSQL must be upgraded
     explicitly with ``sshgw db upgrade``.
@@ -77,7 +78,8 @@ async def open_store(cfg: Settings) -> AsyncIterator[Store]:
     prepare_data_dir(cfg, create=False)
     store = Store.from_url(cfg.effective_database_url)
     try:
-        await store.ensure_schema()
+        if ensure_schema:
+            await store.ensure_schema()
         yield store
     finally:
         await store.close()
