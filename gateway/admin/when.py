@@ -42,6 +42,11 @@ def parse_when(text: str, *, now: datetime | None = None, future: bool = True) -
     return when
 
 
+def parse_expiry(text: str | None) -> datetime | None:
+    """An optional expiry (``--expires``, ``"expires"``): None (never), else :func:`parse_when`."""
+    return parse_when(text) if text is not None else None
+
+
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``30m``, ``1h``, ``2d``, ``1w`` (that long ago), or a date / ISO date-time."""
     now = now or datetime.now(UTC)

@@ -9,7 +9,7 @@ import typer
 from gateway.admin import grants
 from gateway.admin.grants import grant_view, labels_of
 from gateway.cli.common import actor, with_store
-from gateway.cli.inputs import DATE_HELP, parse_when
+from gateway.cli.inputs import DATE_HELP, parse_expiry
 from gateway.cli.show import JsonOpt, fmt_expiry, labels_text, listing, say, table
 from gateway.errors import InvalidInput
 from gateway.policy import KNOWN_RIGHTS, Grant, format_ports
@@ -109,7 +109,7 @@ def add(
         raise InvalidInput("give exactly one of --user or --group")
     labels = labels_of(label or [])
     login_list = [x.strip() for x in logins.split(",") if x.strip()]
-    expires_at = parse_when(expires) if expires is not None else None
+    expires_at = parse_expiry(expires)
     grant = with_store(
         ctx,
         lambda store: grants.add_grant(

@@ -6,10 +6,10 @@ import getpass
 import sys
 from pathlib import Path
 
-from gateway.admin.when import DATE_HELP, parse_when
+from gateway.admin.when import DATE_HELP, parse_expiry, parse_when
 from gateway.errors import InvalidInput
 
-__all__ = ["DATE_HELP", "parse_when", "read_key_arg", "read_password"]
+__all__ = ["DATE_HELP", "parse_expiry", "parse_when", "read_key_arg", "read_password"]
 
 # Dates: the rules live in gateway.admin.when (the API reads the same words).
 

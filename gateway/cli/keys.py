@@ -9,7 +9,7 @@ import typer
 from gateway.admin import keys
 from gateway.admin.keys import key_view
 from gateway.cli.common import LIVE_NOTE, actor, with_store
-from gateway.cli.inputs import DATE_HELP, parse_when, read_key_arg
+from gateway.cli.inputs import DATE_HELP, parse_expiry, read_key_arg
 from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, listing, say
 from gateway.store import KeyInfo, parse_public_key
 
@@ -31,7 +31,7 @@ def add(
     """Add a public key to a user; prints its SHA256 fingerprint."""
     text = read_key_arg(file_or_text)
     parse_public_key(text, comment)  # a bad key is refused before the database is opened
-    expires_at = parse_when(expires) if expires is not None else None
+    expires_at = parse_expiry(expires)
     fp, parsed = with_store(
         ctx,
         lambda store: keys.add_key(

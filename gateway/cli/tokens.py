@@ -9,7 +9,7 @@ import typer
 from gateway.admin import tokens
 from gateway.admin.tokens import token_view
 from gateway.cli.common import actor, with_store
-from gateway.cli.inputs import DATE_HELP, parse_when
+from gateway.cli.inputs import DATE_HELP, parse_expiry
 from gateway.cli.show import JsonOpt, fmt_expiry, fmt_time, listing, say
 from gateway.store.tokens import TokenInfo, parse_scope
 
@@ -27,7 +27,7 @@ def add(
 ) -> None:
     """Make a token and print it, once: only a digest of it is kept."""
     parse_scope(scope)
-    expires_at = parse_when(expires) if expires is not None else None
+    expires_at = parse_expiry(expires)
     token, info = with_store(
         ctx, lambda store: tokens.add_token(store, actor(), name, scope, expires_at)
     )

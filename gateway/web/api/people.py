@@ -8,7 +8,7 @@ from gateway.admin.grants import grant_view
 from gateway.admin.groups import group_view
 from gateway.admin.keys import key_view
 from gateway.admin.users import user_view, user_with_grants_view
-from gateway.admin.when import parse_when
+from gateway.admin.when import parse_expiry
 from gateway.errors import NotFound
 from gateway.store import parse_public_key
 from gateway.web.api import models as m
@@ -69,7 +69,7 @@ async def add_key(call: Call) -> m.KeyOut:
     b: m.KeyCreate = call.body
     name = call.path["name"]
     with at_field("expires"):
-        expires_at = parse_when(b.expires) if b.expires is not None else None
+        expires_at = parse_expiry(b.expires)
     with at_field("key"):
         parse_public_key(b.key, b.comment)
     fp, _ = await keys.add_key(
@@ -133,7 +133,7 @@ async def list_grants(call: Call) -> m.GrantList:
 async def add_grant(call: Call) -> m.GrantOut:
     b: m.GrantCreate = call.body
     with at_field("expires"):
-        expires_at = parse_when(b.expires) if b.expires is not None else None
+        expires_at = parse_expiry(b.expires)
     grant = await grants.add_grant(
         call.store,
         call.actor,
