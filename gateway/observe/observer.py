@@ -17,11 +17,11 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.engines import Engine
-from gateway.engines.base import EngineState
 from gateway.errors import GatewayError
 from gateway.observe import audit as _audit
 from gateway.observe.audit import AuditWriter, StoreLike
 from gateway.observe.drain import Drain
+from gateway.observe.health import Health
 from gateway.observe.http import HttpListener
 from gateway.observe.metrics import PROXY_HEADER_REASONS, Metrics, label_or_other, short_label
 from gateway.observe.recorder import Recorder, convert_orphans
@@ -82,15 +82,16 @@ class Observer:
             spool_path=settings.data_dir / "audit-spool.jsonl",
         )
         host, port = settings.metrics_address
-        self.http = HttpListener(host, port, self._exposition, self.check_ready, self.engine_lines)
+        self.health = Health(store.ping, engine, self.metrics)
+        self.http = HttpListener(
+            host, port, self.health.exposition, self.health.check_ready, self.health.engine_lines
+        )
         self._tracks: dict[str, SessionTrack] = {}
         self._conns: set[str] = set()
         self._live: dict[str, LiveConn] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._conversions: set[asyncio.Task[None]] = set()
         self._started = False
-        self._ready_cache: tuple[float, list[str]] | None = None
-        self._engine_labels: set[str] = set()
         self._pid = os.getpid()
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -433,67 +434,6 @@ class Observer:
     def submit(self, record: _audit.Record) -> None:
         if self.audit_enabled:
             self.writer.submit(record)
-
-    # Health ---------------------------------------------------------------------------------
-
-    async def check_ready(self) -> list[str]:
-        """Problems that make the gateway not ready (empty list: ready). Cached for 1 s."""
-        now = time.monotonic()
-        if self._ready_cache is not None and now - self._ready_cache[0] < 1.0:
-            return self._ready_cache[1]
-        db, docker = await asyncio.gather(
-            self._probe("database", self.store.ping), self._probe("docker", self.engine.ping)
-        )
-        problems = [p for p in (db, docker) if p]
-        m = self.metrics
-        m.dependency_up.labels(dependency="database").set(0 if db else 1)
-        m.dependency_up.labels(dependency="docker").set(0 if docker else 1)
-        m.ready.set(0 if problems else 1)
-        self._engine_metrics()
-        self._ready_cache = (time.monotonic(), problems)
-        return problems
-
-    def engine_lines(self) -> list[str]:
-        """``/readyz``'s line per configured engine (none for the local default engine)."""
-        return [
-            f"engine {s.name}: {s.state}"
-            + (f" ({s.version}, {s.containers} containers)" if s.state == "up" else "")
-            + (f": {s.error}" if s.error and s.state != "up" else "")
-            for s in self._engine_states()
-        ]
-
-    def _engine_states(self) -> list[EngineState]:
-        states = getattr(self.engine, "states", None)  # test doubles may have ping only
-        return states() if states is not None else []
-
-    def _engine_metrics(self) -> None:
-        """One series per engine in the fleet; those of removed engines go."""
-        m = self.metrics
-        seen = set()
-        for s in self._engine_states():
-            seen.add(s.name)
-            m.engine_up.labels(engine=s.name).set(1 if s.state == "up" else 0)
-            m.engine_containers.labels(engine=s.name).set(s.containers)
-        for name in self._engine_labels - seen:
-            m.engine_up.remove(name)
-            m.engine_containers.remove(name)
-        self._engine_labels = seen
-
-    async def _probe(self, name: str, ping: Any) -> str:
-        try:
-            async with asyncio.timeout(3.0):
-                await ping()
-        except TimeoutError:
-            return f"{name}: no answer within 3 s"
-        except GatewayError as exc:
-            return f"{name}: {exc.user_message}"
-        except Exception as exc:
-            return f"{name}: {exc.__class__.__name__}"
-        return ""
-
-    async def _exposition(self) -> bytes:
-        await self.check_ready()
-        return self.metrics.exposition()
 
     # Revocation: what a live connection authenticated with must stay valid ------------------
 
