@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,6 +20,26 @@ log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], Awaitable[list[str]]]
 Exposition = Callable[[], Awaitable[bytes]]
+
+
+async def serve(
+    app: web.Application, host: str, port: int, what: str, **site: Any
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host:port`` (``site``: more ``TCPSite`` options); the runner (to clean
+    up) and the port it listens on (port 0 picks a free one). A port that cannot be had is one
+    GatewayError line naming ``what``."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    tcp = web.TCPSite(runner, host, port, reuse_address=True, **site)
+    try:
+        await tcp.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise GatewayError(
+            f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    sockets = getattr(tcp._server, "sockets", None) or []
+    return runner, int(sockets[0].getsockname()[1]) if sockets else port
 
 
 class HttpListener:
@@ -44,22 +65,7 @@ class HttpListener:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise GatewayError(
-                f"cannot listen for metrics on {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
-        self._runner = runner
-        # Port 0 means "any free port": report the real one.
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await serve(app, self.host, self.port, "metrics")
         log.info("metrics and health listening on http://%s:%d/metrics", self.host, self.port)
 
     async def stop(self) -> None:

@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from gateway.errors import GatewayError
+from gateway.observe.http import serve
 from gateway.ssh.context import Gateway
 from gateway.web import problems
 from gateway.web.forwarded import client_of
@@ -191,22 +192,9 @@ class WebListener:
         if cfg.http_tls_cert is not None and cfg.http_tls_key is not None:
             ctx = tls_context(str(cfg.http_tls_cert), str(cfg.http_tls_key))
         logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # once: a set
-        runner = web.AppRunner(build_app(self._gw), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self.port, ssl_context=ctx, reuse_address=True, shutdown_timeout=2.0
+        self._runner, self.port = await serve(
+            build_app(self._gw), self.host, self.port, "HTTP", ssl_context=ctx, shutdown_timeout=2.0
         )
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise GatewayError(
-                f"cannot listen for HTTP on {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
         scheme = "https" if ctx else "http"
         log.info("web listener on %s://%s:%d/ (API under /api/v1)", scheme, self.host, self.port)
 
