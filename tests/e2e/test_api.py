@@ -11,6 +11,7 @@ import subprocess
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,57 @@ def test_sessions_recording_and_kill(
             proc.wait(timeout=10)
     kills = site.read("GET", f"/audit?session={live['id']}&kind=admin").json["items"]
     assert [k["actor"] for k in kills] == [f"token:{site.admin_name}"]
+
+
+# Engines (last: while one is configured the gateway serves the configured engines only) ------
+
+
+@pytest.mark.docker
+def test_engines(site: Site, tmp_path: Path) -> None:
+    assert site.read("GET", "/engines").json == {"items": [], "more": False}
+    up, down = unique("up").lower(), unique("down").lower()
+    try:
+        r = site.admin("POST", "/engines", {"name": up, "url": "unix:///var/run/docker.sock"})
+        assert r.status == 201, r.body
+        assert r.json["name"] == up and r.json["state"] == "up" and r.json["version"]
+        missing = f"unix://{tmp_path}/no-docker.sock"
+        assert site.admin("POST", "/engines", {"name": down, "url": missing}).status == 201
+        assert site.admin("POST", "/engines", {"name": up, "url": missing}).status == 409
+        items = {e["name"]: e for e in site.read("GET", "/engines").json["items"]}
+        assert items[up]["state"] == "up" and items[up]["version"] and not items[up]["error"]
+        assert items[down]["state"] == "down" and items[down]["error"]
+        assert items[down]["url"] == missing and items[down]["version"] == ""
+        cli = json.loads(site.gw.cli("engine", "list", "--json").stdout)
+        api = site.read("GET", "/engines").json["items"]
+        for doc in (*cli, *api):  # the count may change between the two looks
+            doc.pop("containers")
+        assert cli == api
+
+        assert site.read("POST", "/engines", {"name": "ro", "url": missing}).status == 403
+        assert site.read("DELETE", f"/engines/{down}").status == 403
+
+        tcp = {"name": "t", "url": "tcp://127.0.0.1:1"}
+        for body, field in [
+            ({"name": "Bad!", "url": missing}, "name"),
+            ({"name": "ok", "url": "http://x"}, "url"),
+            ({"name": "ok", "url": 5}, "url"),
+            ({**tcp, "tls_ca": str(tmp_path / "none.pem")}, "tls_ca"),
+            ({**tcp, "tls_ca": "/etc/hostname", "tls_cert": "/etc/hostname", "tls_key": "/x"},
+             "tls_key"),
+            ({"name": "ok", "url": missing, "extra": 1}, "extra"),
+        ]:  # fmt: skip
+            r = site.admin("POST", "/engines", body)
+            assert r.status == 422 and r.error["field"] == field, (body, r.body)
+        assert site.read("GET", "/engines/x").status in (404, 405)
+        assert site.admin("DELETE", f"/engines/{down}").status == 204
+        assert site.admin("DELETE", f"/engines/{down}").status == 404
+    finally:
+        for name in (up, down):
+            site.admin("DELETE", f"/engines/{name}")
+    assert site.read("GET", "/engines").json["items"] == []
+    events = site.read("GET", "/audit?kind=admin&limit=1000").json["items"]
+    mine = [e for e in events if e["detail"].get("engine") in (up, down)]
+    assert [(e["detail"]["action"], e["detail"]["engine"]) for e in mine] == [
+        ("engine.add", up), ("engine.add", down), ("engine.remove", down), ("engine.remove", up)
+    ]  # fmt: skip
+    assert {e["actor"] for e in mine} == {f"token:{site.admin_name}"}

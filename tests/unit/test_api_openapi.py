@@ -12,13 +12,14 @@ import pytest
 from gateway.admin.audit import event_view
 from gateway.admin.checks import CheckResult, check_view
 from gateway.admin.containers import container_view
+from gateway.admin.engines import engine_view
 from gateway.admin.grants import grant_view
 from gateway.admin.groups import group_view
 from gateway.admin.keys import key_view
 from gateway.admin.sessions import session_view, session_with_events_view
 from gateway.admin.users import user_with_grants_view
 from gateway.admin.when import parse_since, parse_when
-from gateway.engines.base import Container
+from gateway.engines.base import Container, EngineState
 from gateway.errors import InvalidInput
 from gateway.policy import Decision, Grant
 from gateway.store import AuditRecord, GroupInfo, KeyInfo, SessionRecord, UserInfo
@@ -98,6 +99,7 @@ def test_views_fit_their_models() -> None:
     m.SessionOut.model_validate(session_view(SESSION, NOW))
     m.SessionDetail.model_validate(session_with_events_view(SESSION, [EVENT]))
     m.EventOut.model_validate(event_view(EVENT))
+    m.EngineOut.model_validate(engine_view(EngineState("e1", "unix:///d.sock", "down", error="x")))
     m.ContainerOut.model_validate(
         container_view(Container("c" * 64, "web1", "busybox", "running", {"a": "b"}))
     )

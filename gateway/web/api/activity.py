@@ -1,5 +1,6 @@
 """``/sessions``, ``/sessions/{id}``, ``/sessions/{id}/kill``, ``/audit``, ``/recordings/{id}``,
-``/containers`` and ``/check``: thin handlers over :mod:`gateway.admin`."""
+``/containers``, ``/engines``, ``/engines/{name}`` and ``/check``: thin handlers over
+:mod:`gateway.admin`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.admin import audit, sessions
+from gateway.admin import audit, engines, sessions
 from gateway.admin.audit import event_view
 from gateway.admin.checks import check_view, evaluate
 from gateway.admin.containers import container_view
+from gateway.admin.engines import engine_view
 from gateway.admin.recordings import recording_file
 from gateway.admin.sessions import session_view, session_with_events_view
+from gateway.engines.base import TLSFiles
 from gateway.web.api import models as m
 from gateway.web.api.base import Call, Route, listed
 from gateway.web.api.fields import at_field
@@ -80,6 +83,25 @@ async def list_containers(call: Call) -> m.ContainerList:
     return listed(call, found, container_view, m.ContainerOut, m.ContainerList)
 
 
+async def list_engines(call: Call) -> m.EngineList:
+    found = await engines.engine_states(call.store)
+    return listed(call, found, engine_view, m.EngineOut, m.EngineList)
+
+
+async def add_engine(call: Call) -> m.EngineOut:
+    b: m.EngineCreate = call.body
+    with at_field("url"):  # the name is the model's; the TLS files name their field
+        await engines.add_engine(
+            call.store, call.actor, b.name, b.url, TLSFiles(b.tls_ca, b.tls_cert, b.tls_key)
+        )
+    (state,) = await engines.engine_states(call.store, b.name)
+    return m.EngineOut.model_validate(engine_view(state))
+
+
+async def remove_engine(call: Call) -> None:
+    await engines.remove_engine(call.store, call.actor, call.path["name"])
+
+
 async def check(call: Call) -> m.CheckOut:
     q: m.CheckQuery = call.query
     with at_field("right"):
@@ -104,6 +126,15 @@ ROUTES = [
           "sessions", None, params=REF, media=CAST_TYPE),
     Route("GET", "/containers", list_containers, "Containers on the gateway's engine",
           "containers", m.ContainerList, query=m.Page),
+    Route("GET", "/engines", list_engines, "The Docker engines the gateway serves, each asked "
+          "now for its version and containers (within seconds)", "engines", m.EngineList,
+          query=m.Page),
+    Route("POST", "/engines", add_engine, "Serve another Docker engine's containers (the "
+          "gateways pick it up within seconds)", "engines", m.EngineOut, status=201,
+          body=m.EngineCreate, write=True),
+    Route("DELETE", "/engines/{name}", remove_engine, "Stop serving an engine's containers "
+          "(open sessions go on)", "engines", None, status=204, params={"name": "name"},
+          write=True),
     Route("GET", "/check", check, "Would USER get RIGHT on CONTAINER? The decision a session "
           "would get", "check", m.CheckOut, query=m.CheckQuery),
 ]  # fmt: skip

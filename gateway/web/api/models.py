@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from gateway.routing import USER_RE
+from gateway.routing import ENGINE_RE, USER_RE
 
 # Text without control characters (no NUL reaches the database), bounded.
 Text = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -233,6 +233,30 @@ class ContainerOut(Response):
 class ContainerList(Response):
     items: list[ContainerOut]
     more: bool
+
+
+class EngineOut(Response):
+    name: str
+    url: str
+    state: str = Field(description="up or down (asked now, within seconds).")
+    version: str = Field(description="The Docker engine's version ('' when down).")
+    containers: int
+    error: str = Field(description="Why it is down ('' when up).")
+
+
+class EngineList(Response):
+    items: list[EngineOut]
+    more: bool
+
+
+class EngineCreate(Request):
+    name: Annotated[str, StringConstraints(pattern=ENGINE_RE.pattern)] = Field(
+        description="a-z, 0-9 and '-'."
+    )
+    url: Text = Field(description="unix:///PATH or tcp://HOST:PORT (with TLS).")
+    tls_ca: Text | None = Field(default=None, description="CA file of the engine's cert.")
+    tls_cert: Text | None = Field(default=None, description="Client certificate file.")
+    tls_key: Text | None = Field(default=None, description="Client key file.")
 
 
 class Page(Query):
