@@ -99,6 +99,24 @@ def _container_from_list(data: Mapping[str, Any]) -> Container:
     )
 
 
+def _tls_failure(exc: BaseException) -> str:
+    """``: TLS certificate not trusted (why)`` or ``: TLS handshake failed (why)`` when ``exc``
+    or what it was raised from is a TLS error (aiodocker raises its 900 in an ``except``);
+    otherwise empty."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, aiohttp.ClientConnectorCertificateError):
+            seen = seen.certificate_error
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f": TLS certificate not trusted ({seen.verify_message})"
+        if isinstance(seen, ssl.SSLError):
+            return f": TLS handshake failed ({seen.reason or seen})"
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
 def _docker_message(exc: aiodocker.DockerError) -> str:
     msg = exc.message if isinstance(exc.message, str) else str(exc.message)
     return msg.strip() or f"HTTP {exc.status}"
@@ -286,13 +304,16 @@ class DockerEngine:
     def _unreachable(self, exc: BaseException) -> EngineUnavailable:
         return EngineUnavailable(
             f"Docker engine unreachable at {self._host}: {exc.__class__.__name__}"
+            + _tls_failure(exc)
         )
 
     def _error(self, op: str, exc: aiodocker.DockerError) -> EngineUnavailable:
         """One clear line for an engine failure; connection trouble names the endpoint only."""
         message = _docker_message(exc)
         if exc.status >= 900 or "Cannot connect" in message:
-            return EngineUnavailable(f"Docker engine unreachable at {self._host}")
+            return EngineUnavailable(
+                f"Docker engine unreachable at {self._host}{_tls_failure(exc)}"
+            )
         return EngineUnavailable(f"Docker engine error ({op}): {message}")
 
     async def _json(

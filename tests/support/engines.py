@@ -65,21 +65,27 @@ class EngineCli:
 class ExtraEngine(EngineCli):
     """One extra ``dockerd``; :meth:`start`, :meth:`kill` (SIGKILL), :meth:`stop`."""
 
+    # In a network namespace of its own (see argv); False: the host's, with network_argv's bridge.
+    own_netns = True
+
     def __init__(self, name: str) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"sshgw-{name}-", dir="/tmp"))
         self.socket = self.root / "d.sock"
         super().__init__(name, f"unix://{self.socket}")
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def network_argv(self) -> list[str]:
+        """How dockerd's networking is set up (a subclass in the host's namespace overrides it)."""
+        return ["--bridge=none", "--iptables=false", "--ip-masq=false"]
+
     def argv(self) -> list[str]:
         r = self.root
         # In a network namespace of its own: a dockerd started with --bridge=none deletes the
         # host's docker0 (moby's removeDefaultBridgeInterface), which breaks the main engine's
         # containers. unshare execs dockerd (same pid); the socket is a file, reachable as before.
+        netns = ["unshare", "--net", "--"] if self.own_netns else []
         return [
-            "unshare",
-            "--net",
-            "--",
+            *netns,
             "dockerd",
             "--data-root",
             str(r / "data"),
@@ -89,9 +95,7 @@ class ExtraEngine(EngineCli):
             str(r / "pid"),
             "-H",
             self.url,
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
+            *self.network_argv(),
             "--live-restore",
         ]
 
