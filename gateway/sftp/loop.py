@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from collections.abc import Iterable
 from typing import Protocol
 
 import asyncssh
@@ -148,21 +149,19 @@ class PacedSFTPHandler(LenientSFTPHandler):
         ends (``_cleanup``) only after every request read before the end has been answered."""
         order = Order()
         room = asyncio.Event()
-        finished: dict[Ticket, asyncio.Event] = {}
-        tasks: set[asyncio.Task[None]] = set()
+        running: dict[Ticket, asyncio.Task[None]] = {}  # admitted and not yet answered
 
         async def serve(ticket: Ticket, pkttype: int, pktid: int, packet: SSHPacket) -> None:
             try:
-                for earlier in ticket.after:
-                    ev = finished.get(earlier)
-                    if ev is not None:
-                        await ev.wait()
+                earlier = [running[t] for t in ticket.after if t in running]
+                if earlier:
+                    await asyncio.wait(earlier)
                 await self._process_packet(pkttype, pktid, packet)
             except (OSError, asyncssh.Error) as exc:  # the reply could not leave
                 log.debug("SFTP request %d ended: %r", pktid, exc)
             finally:
                 order.finish(ticket)
-                finished.pop(ticket).set()
+                del running[ticket]
                 room.set()
 
         failure: Exception | None = None
@@ -178,10 +177,7 @@ class PacedSFTPHandler(LenientSFTPHandler):
                     room.clear()
                     await room.wait()
                 ticket = order.admit(claim)
-                finished[ticket] = asyncio.Event()
-                task = asyncio.create_task(serve(ticket, pkttype, pktid, packet))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                running[ticket] = asyncio.create_task(serve(ticket, pkttype, pktid, packet))
         except PacketDecodeError as exc:
             failure = SFTPBadMessage(str(exc))
         except EOFError:
@@ -189,12 +185,12 @@ class PacedSFTPHandler(LenientSFTPHandler):
         except (OSError, asyncssh.Error) as exc:
             failure = exc
         except BaseException:  # cancelled (kill, revocation, shutdown): nothing is answered
-            await _cancel_all(tasks)
+            await _cancel_all(running.values())
             raise
         try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*running.values(), return_exceptions=True)
         except BaseException:
-            await _cancel_all(tasks)
+            await _cancel_all(running.values())
             raise
         await self._cleanup(failure)
 
@@ -251,11 +247,12 @@ class PacedSFTPHandler(LenientSFTPHandler):
     }
 
 
-async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
-    for task in tasks:
+async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    pending = list(tasks)  # they leave the dict they come from as they end
+    for task in pending:
         task.cancel()
     with contextlib.suppress(BaseException):
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def run_sftp_server(
