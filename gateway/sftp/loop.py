@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterable
 from typing import Protocol
 
 import asyncssh
@@ -149,19 +148,21 @@ class PacedSFTPHandler(LenientSFTPHandler):
         ends (``_cleanup``) only after every request read before the end has been answered."""
         order = Order()
         room = asyncio.Event()
-        running: dict[Ticket, asyncio.Task[None]] = {}  # admitted and not yet answered
+        finished: dict[Ticket, asyncio.Event] = {}
+        tasks: set[asyncio.Task[None]] = set()
 
         async def serve(ticket: Ticket, pkttype: int, pktid: int, packet: SSHPacket) -> None:
             try:
-                earlier = [running[t] for t in ticket.after if t in running]
-                if earlier:
-                    await asyncio.wait(earlier)
+                for earlier in ticket.after:
+                    ev = finished.get(earlier)
+                    if ev is not None:
+                        await ev.wait()
                 await self._process_packet(pkttype, pktid, packet)
             except (OSError, asyncssh.Error) as exc:  # the reply could not leave
                 log.debug("SFTP request %d ended: %r", pktid, exc)
             finally:
                 order.finish(ticket)
-                del running[ticket]
+                finished.pop(ticket).set()
                 room.set()
 
         failure: Exception | None = None
@@ -177,7 +178,10 @@ class PacedSFTPHandler(LenientSFTPHandler):
                     room.clear()
                     await room.wait()
                 ticket = order.admit(claim)
-                running[ticket] = asyncio.create_task(serve(ticket, pkttype, pktid, packet))
+                finished[ticket] = asyncio.Event()
+                task = asyncio.create_task(serve(ticket, pkttype, pktid, packet))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         except PacketDecodeError as exc:
             failure = SFTPBadMessage(str(exc))
         except EOFError:
@@ -185,12 +189,12 @@ class PacedSFTPHandler(LenientSFTPHandler):
         except (OSError, asyncssh.Error) as exc:
             failure = exc
         except BaseException:  # cancelled (kill, revocation, shutdown): nothing is answered
-            await _cancel_all(running.values())
+            await _cancel_all(tasks)
             raise
         try:
-            await asyncio.gather(*running.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
-            await _cancel_all(running.values())
+            await _cancel_all(tasks)
             raise
         await self._cleanup(failure)
 
@@ -247,12 +251,11 @@ class PacedSFTPHandler(LenientSFTPHandler):
     }
 
 
-async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    pending = list(tasks)  # they leave the dict they come from as they end
-    for task in pending:
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
         task.cancel()
     with contextlib.suppress(BaseException):
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_sftp_server(
