@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -78,6 +79,16 @@ class Relay:
 
     async def restore(self) -> None:
         await self.start()
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 def _start(sid: str) -> Record:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +21,16 @@ from gateway.observe.audit import SESSIONS
 from gateway.store import Store
 
 HANG = 120.0
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 async def _observer(tmp: Path, store: Store, docker_host: str) -> tuple[Observer, DockerEngine]:

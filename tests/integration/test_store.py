@@ -6,6 +6,7 @@ import asyncio
 import socket
 import sqlite3
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +33,16 @@ TABLES = {
     "sessions",
     "alembic_version",
 }
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ import pytest
 
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import Store
+from tests.integration import test_store
+
+store = test_store.store  # the fixture: a store with a current schema
 
 
 async def test_engines_round_trip(store: Store) -> None:

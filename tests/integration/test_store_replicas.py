@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from gateway.store import Store
@@ -13,6 +15,16 @@ from gateway.store.audit import AUDIT, SESSIONS
 from gateway.store.models import utcnow
 from gateway.store.replicas import LOST, REPLICAS
 from gateway.store.throttle import BUCKETS, FAILURES, failure_bucket
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 async def _session(store: Store, replica: str | None, user: str = "alice") -> str:

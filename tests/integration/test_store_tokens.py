@@ -3,6 +3,7 @@ a digest, found by key id, refused when unknown, tampered with, expired or remov
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,16 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.store import Store
 from gateway.store.models import utcnow
 from gateway.store.tokens import PREFIX, Scope, key_id_of, token_digest
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 async def test_token_round_trip(store: Store) -> None:

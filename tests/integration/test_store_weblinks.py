@@ -4,8 +4,10 @@ before it expires, its cookie opens one session once, and only digests are store
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from gateway.store import Store
@@ -13,6 +15,16 @@ from gateway.store.models import utcnow
 from gateway.store.weblinks import WEB_LINKS, WebGrant, digest, new_token
 
 GRANT = WebGrant("alice", "web1", "root", "publickey", "SHA256:abc")
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store.from_url(db_url)
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 async def rows(store: Store) -> list[sa.Row[tuple[object, ...]]]:
